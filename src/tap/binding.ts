@@ -1,0 +1,123 @@
+// The native surface, typed in one place, and the loader that finds it.
+// Native functions return numbers: >= 0 on success, -errno on failure.
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface NativePoller {
+  /** Watch for 1 = readable, 2 = writable, 3 = both, 0 = nothing. Returns 0 or a libuv error. */
+  start(events: number): number;
+  /** Stop watching and close the handle; the fd may be closed afterwards. */
+  close(): void;
+}
+
+export interface NativeConstants {
+  readonly IFF_TUN: number;
+  readonly IFF_TAP: number;
+  readonly IFF_NO_PI: number;
+  readonly IFF_VNET_HDR: number;
+  readonly IFF_MULTI_QUEUE: number;
+  readonly IFF_NAPI: number;
+  readonly TUN_F_CSUM: number;
+  readonly TUN_F_TSO4: number;
+  readonly TUN_F_TSO6: number;
+  readonly TUN_F_TSO_ECN: number;
+  readonly TUN_F_UFO: number;
+  readonly TUN_F_USO4: number;
+  readonly TUN_F_USO6: number;
+  readonly IFNAMSIZ: number;
+  readonly IFF_UP: number;
+  readonly IFF_RUNNING: number;
+  readonly IFF_PROMISC: number;
+  readonly IOV_MAX: number;
+}
+
+export interface NativeBinding {
+  readonly constants: NativeConstants;
+  open(path: string): number;
+  close(fd: number): number;
+  tunSetIff(fd: number, name: string, flags: number): number;
+  tunGetIff(fd: number): { name: string; flags: number } | number;
+  tunGetFeatures(fd: number): number;
+  tunSetOffload(fd: number, flags: number): number;
+  tunSetPersist(fd: number, on: 0 | 1): number;
+  tunSetOwner(fd: number, uid: number): number;
+  tunSetGroup(fd: number, gid: number): number;
+  tunSetVnetHdrSz(fd: number, size: number): number;
+  tunGetVnetHdrSz(fd: number): number;
+  tunSetSndBuf(fd: number, size: number): number;
+  tunSetQueue(fd: number, attach: 0 | 1): number;
+  linkGetFlags(name: string): number;
+  linkSetFlags(name: string, flags: number): number;
+  linkGetMtu(name: string): number;
+  linkSetMtu(name: string, mtu: number): number;
+  linkGetIndex(name: string): number;
+  linkGetMac(name: string, out: Uint8Array): number;
+  linkSetMac(name: string, mac: Uint8Array): number;
+  /** address in host byte order */
+  linkSetIpv4(name: string, address: number, prefixLength: number): number;
+  bridgeCreate(name: string): number;
+  bridgeDelete(name: string): number;
+  bridgeAddIf(bridge: string, ifindex: number): number;
+  bridgeDelIf(bridge: string, ifindex: number): number;
+  registerRegion(view: ArrayBufferView): number;
+  unregisterRegion(index: number): number;
+  /**
+   * One writev per frame of the plan (see IoPlan). Returns how many frames got
+   * a result; processing stops after a frame whose result is -EAGAIN (nothing
+   * was written for it) or -EINVAL (malformed plan).
+   */
+  writevBatch(fd: number, plan: Float64Array, frames: number, results: Int32Array): number;
+  /** As writevBatch, with one readv per frame. */
+  readvBatch(fd: number, plan: Float64Array, frames: number, results: Int32Array): number;
+  writeFrame(fd: number, frame: ArrayBufferView): number;
+  readFrame(fd: number, into: ArrayBufferView): number;
+  Poller: new (fd: number, callback: (status: number, events: number) => void) => NativePoller;
+}
+
+function packageRoot(): string {
+  // src/tap/binding.ts and dist/tap/binding.js both sit two levels below the root.
+  return resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+}
+
+/** Where the build puts the C reference programs of bench/. */
+export function nativeBuildDir(): string {
+  const root = packageRoot();
+  for (const kind of ['Release', 'Debug']) {
+    const dir = join(root, 'build', kind);
+    if (existsSync(join(dir, 'virtio_tap.node'))) return dir;
+  }
+  return join(root, 'build', 'Release');
+}
+
+let cached: NativeBinding | undefined;
+
+/** Loads the addon once; on failure the error lists every path tried. */
+export function native(): NativeBinding {
+  if (cached !== undefined) return cached;
+  const require = createRequire(import.meta.url);
+  const root = packageRoot();
+  const tried: string[] = [];
+  const candidates = [
+    process.env['VIRTIO_TAP_ADDON'],
+    join(root, 'build', 'Release', 'virtio_tap.node'),
+    join(root, 'build', 'Debug', 'virtio_tap.node'),
+  ].filter((p): p is string => typeof p === 'string' && p.length > 0);
+  for (const path of candidates) {
+    if (!existsSync(path)) {
+      tried.push(`${path}: not found`);
+      continue;
+    }
+    try {
+      cached = require(path) as NativeBinding;
+      return cached;
+    } catch (err) {
+      tried.push(`${path}: ${(err as Error).message}`);
+    }
+  }
+  throw new Error(
+    `virtio-tap: cannot load the native addon; run \`npm install\` (or \`npm run build\`) in ${root}.\n` +
+      `tried:\n  ${tried.join('\n  ')}`,
+  );
+}

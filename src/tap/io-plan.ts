@@ -1,0 +1,77 @@
+// Plans for batched vectored I/O: frames as (region, offset, length) segments
+// against memory registered once with the native layer. Preallocated, so the
+// hot path builds a plan without allocating.
+import { native } from './binding.js';
+
+/**
+ * Registers memory that batched I/O may read and write. Returns its index.
+ * The view's buffer must stay attached while registered: native I/O re-checks
+ * each region's length on every call and refuses a detached one.
+ */
+export function registerIoRegion(view: ArrayBufferView): number {
+  return native().registerRegion(view);
+}
+
+export function unregisterIoRegion(index: number): void {
+  native().unregisterRegion(index);
+}
+
+/**
+ * A reusable I/O plan. Layout, per frame: segment count, then
+ * (region, offset, length) per segment. `results` receives bytes or -errno
+ * per frame.
+ */
+export class IoPlan {
+  readonly plan: Float64Array;
+  readonly results: Int32Array;
+  readonly maxFrames: number;
+  frames = 0;
+  private pos = 0;
+  private countPos = -1;
+
+  /** maxSegments: total segments across all frames of one batch. */
+  constructor(maxFrames: number, maxSegments = maxFrames * 4) {
+    if (!Number.isInteger(maxFrames) || maxFrames < 1) throw new RangeError(`maxFrames must be >= 1, got ${maxFrames}`);
+    if (!Number.isInteger(maxSegments) || maxSegments < 1) {
+      throw new RangeError(`maxSegments must be >= 1, got ${maxSegments}`);
+    }
+    this.maxFrames = maxFrames;
+    this.plan = new Float64Array(maxFrames + maxSegments * 3);
+    this.results = new Int32Array(maxFrames);
+  }
+
+  reset(): void {
+    this.frames = 0;
+    this.pos = 0;
+    this.countPos = -1;
+  }
+
+  /** Starts a frame; false when the plan is full. */
+  beginFrame(): boolean {
+    if (this.frames >= this.maxFrames || this.pos >= this.plan.length) return false;
+    this.countPos = this.pos;
+    this.plan[this.pos++] = 0;
+    this.frames++;
+    return true;
+  }
+
+  /** Adds a segment to the current frame; false when the plan is full. */
+  addSegment(region: number, offset: number, length: number): boolean {
+    if (this.countPos < 0 || this.pos + 3 > this.plan.length) return false;
+    const p = this.plan;
+    p[this.pos] = region;
+    p[this.pos + 1] = offset;
+    p[this.pos + 2] = length;
+    this.pos += 3;
+    p[this.countPos] = (p[this.countPos] ?? 0) + 1;
+    return true;
+  }
+
+  /** Drops the frame being built (for example when a chain turns out bad). */
+  abandonFrame(): void {
+    if (this.countPos < 0) return;
+    this.pos = this.countPos;
+    this.countPos = -1;
+    this.frames--;
+  }
+}

@@ -1,0 +1,279 @@
+// Building and parsing the few frames the demo and the tests exchange with
+// the host: Ethernet, ARP (RFC 826), IPv4 (RFC 791), UDP (RFC 768), ICMP echo
+// (RFC 792). Network byte order throughout; the virtio header is not here.
+import { formatIpv4, formatMac, parseMac } from './addr.js';
+
+export const ETH_HLEN = 14;
+export const ETHERTYPE_IPV4 = 0x0800;
+export const ETHERTYPE_ARP = 0x0806;
+export const IPPROTO_ICMP = 1;
+export const IPPROTO_TCP = 6;
+export const IPPROTO_UDP = 17;
+export const BROADCAST_MAC = parseMac('ff:ff:ff:ff:ff:ff');
+
+/** Ones'-complement sum of bytes, folded to 16 bits, not inverted. */
+export function onesSum(data: Uint8Array, start: number, end: number, initial = 0): number {
+  let sum = initial;
+  let i = start;
+  for (; i + 1 < end; i += 2) sum += ((data[i] ?? 0) << 8) | (data[i + 1] ?? 0);
+  if (i < end) sum += (data[i] ?? 0) << 8;
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return sum;
+}
+
+/** The Internet checksum (RFC 1071) of data[start, end). */
+export function internetChecksum(data: Uint8Array, start: number, end: number, initial = 0): number {
+  return ~onesSum(data, start, end, initial) & 0xffff;
+}
+
+/** The IPv4 pseudo-header sum for a TCP or UDP checksum, not inverted. */
+export function pseudoHeaderSum(src: number, dst: number, protocol: number, length: number): number {
+  let sum = (src >>> 16) + (src & 0xffff) + (dst >>> 16) + (dst & 0xffff) + protocol + length;
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return sum;
+}
+
+function writeMac(view: Uint8Array, off: number, mac: Uint8Array): void {
+  view.set(mac.subarray(0, 6), off);
+}
+
+export interface EthernetHeader {
+  dst: Uint8Array;
+  src: Uint8Array;
+  type: number;
+}
+
+function writeEthernet(out: Uint8Array, h: EthernetHeader): void {
+  writeMac(out, 0, h.dst);
+  writeMac(out, 6, h.src);
+  out[12] = h.type >>> 8;
+  out[13] = h.type & 0xff;
+}
+
+export interface ArpFrame {
+  op: 1 | 2; // request, reply
+  senderMac: Uint8Array;
+  senderIp: number;
+  targetMac: Uint8Array;
+  targetIp: number;
+}
+
+/** An ARP frame over Ethernet; requests go to broadcast. */
+export function buildArp(a: ArpFrame): Uint8Array {
+  const out = new Uint8Array(ETH_HLEN + 28);
+  const dv = new DataView(out.buffer);
+  writeEthernet(out, { dst: a.op === 1 ? BROADCAST_MAC : a.targetMac, src: a.senderMac, type: ETHERTYPE_ARP });
+  dv.setUint16(14, 1); // hardware type Ethernet
+  dv.setUint16(16, ETHERTYPE_IPV4);
+  out[18] = 6;
+  out[19] = 4;
+  dv.setUint16(20, a.op);
+  writeMac(out, 22, a.senderMac);
+  dv.setUint32(28, a.senderIp);
+  writeMac(out, 32, a.targetMac);
+  dv.setUint32(38, a.targetIp);
+  return out;
+}
+
+export function parseArp(frame: Uint8Array): ArpFrame | null {
+  if (frame.length < ETH_HLEN + 28) return null;
+  const dv = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+  if (dv.getUint16(12) !== ETHERTYPE_ARP || dv.getUint16(14) !== 1 || dv.getUint16(16) !== ETHERTYPE_IPV4) return null;
+  const op = dv.getUint16(20);
+  if (op !== 1 && op !== 2) return null;
+  return {
+    op,
+    senderMac: frame.slice(22, 28),
+    senderIp: dv.getUint32(28),
+    targetMac: frame.slice(32, 38),
+    targetIp: dv.getUint32(38),
+  };
+}
+
+export interface Ipv4Packet {
+  srcMac: Uint8Array;
+  dstMac: Uint8Array;
+  src: number;
+  dst: number;
+  protocol: number;
+  /** Transport header and data. */
+  payload: Uint8Array;
+  ttl?: number;
+  id?: number;
+}
+
+/** Ethernet + IPv4 (20-byte header, checksum filled in) + payload as given. */
+export function buildIpv4(p: Ipv4Packet): Uint8Array {
+  const total = 20 + p.payload.length;
+  const out = new Uint8Array(ETH_HLEN + total);
+  const dv = new DataView(out.buffer);
+  writeEthernet(out, { dst: p.dstMac, src: p.srcMac, type: ETHERTYPE_IPV4 });
+  out[14] = 0x45;
+  dv.setUint16(16, total);
+  dv.setUint16(18, p.id ?? 0);
+  dv.setUint16(20, 0x4000); // don't fragment
+  out[22] = p.ttl ?? 64;
+  out[23] = p.protocol;
+  dv.setUint32(26, p.src);
+  dv.setUint32(30, p.dst);
+  dv.setUint16(24, internetChecksum(out, 14, 34));
+  out.set(p.payload, 34);
+  return out;
+}
+
+export interface UdpOptions {
+  srcMac: Uint8Array;
+  dstMac: Uint8Array;
+  src: number;
+  dst: number;
+  srcPort: number;
+  dstPort: number;
+  data: Uint8Array;
+  /** 'full' (default), 'none' (0), or 'partial': only the pseudo-header sum, for NEEDS_CSUM. */
+  checksum?: 'full' | 'none' | 'partial';
+}
+
+/** An Ethernet/IPv4/UDP frame. */
+export function buildUdp(u: UdpOptions): Uint8Array {
+  const len = 8 + u.data.length;
+  const payload = new Uint8Array(len);
+  const dv = new DataView(payload.buffer);
+  dv.setUint16(0, u.srcPort);
+  dv.setUint16(2, u.dstPort);
+  dv.setUint16(4, len);
+  payload.set(u.data, 8);
+  const pseudo = pseudoHeaderSum(u.src, u.dst, IPPROTO_UDP, len);
+  const mode = u.checksum ?? 'full';
+  if (mode === 'full') {
+    const c = internetChecksum(payload, 0, len, pseudo);
+    dv.setUint16(6, c === 0 ? 0xffff : c);
+  } else if (mode === 'partial') {
+    dv.setUint16(6, pseudo);
+  }
+  return buildIpv4({ srcMac: u.srcMac, dstMac: u.dstMac, src: u.src, dst: u.dst, protocol: IPPROTO_UDP, payload });
+}
+
+/** An ICMP echo request (type 8) or reply (type 0). */
+export function buildIcmpEcho(
+  p: Omit<Ipv4Packet, 'protocol' | 'payload'> & { type: 0 | 8; ident: number; seq: number; data: Uint8Array },
+): Uint8Array {
+  const payload = new Uint8Array(8 + p.data.length);
+  const dv = new DataView(payload.buffer);
+  payload[0] = p.type;
+  dv.setUint16(4, p.ident);
+  dv.setUint16(6, p.seq);
+  payload.set(p.data, 8);
+  dv.setUint16(2, internetChecksum(payload, 0, payload.length));
+  return buildIpv4({ ...p, protocol: IPPROTO_ICMP, payload });
+}
+
+export interface ParsedIpv4 {
+  dstMac: Uint8Array;
+  srcMac: Uint8Array;
+  src: number;
+  dst: number;
+  protocol: number;
+  headerLength: number;
+  totalLength: number;
+  /** Offset of the transport header in the frame. */
+  l4Offset: number;
+  headerChecksumOk: boolean;
+}
+
+export function parseIpv4(frame: Uint8Array): ParsedIpv4 | null {
+  if (frame.length < ETH_HLEN + 20) return null;
+  const dv = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+  if (dv.getUint16(12) !== ETHERTYPE_IPV4) return null;
+  const vihl = frame[14] ?? 0;
+  const ihl = (vihl & 0x0f) * 4;
+  if (vihl >>> 4 !== 4 || ihl < 20 || frame.length < ETH_HLEN + ihl) return null;
+  return {
+    dstMac: frame.subarray(0, 6),
+    srcMac: frame.subarray(6, 12),
+    src: dv.getUint32(26),
+    dst: dv.getUint32(30),
+    protocol: frame[23] ?? 0,
+    headerLength: ihl,
+    totalLength: dv.getUint16(16),
+    l4Offset: ETH_HLEN + ihl,
+    headerChecksumOk: internetChecksum(frame, 14, 14 + ihl) === 0,
+  };
+}
+
+export interface ParsedUdp extends ParsedIpv4 {
+  srcPort: number;
+  dstPort: number;
+  data: Uint8Array;
+  checksum: number;
+  /** True when the checksum is 0 (absent) or verifies. */
+  checksumOk: boolean;
+}
+
+export function parseUdp(frame: Uint8Array): ParsedUdp | null {
+  const ip = parseIpv4(frame);
+  if (ip === null || ip.protocol !== IPPROTO_UDP) return null;
+  const o = ip.l4Offset;
+  if (frame.length < o + 8) return null;
+  const dv = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+  const len = dv.getUint16(o + 4);
+  if (len < 8 || frame.length < o + len) return null;
+  const checksum = dv.getUint16(o + 6);
+  const sum = internetChecksum(frame, o, o + len, pseudoHeaderSum(ip.src, ip.dst, IPPROTO_UDP, len));
+  return {
+    ...ip,
+    srcPort: dv.getUint16(o),
+    dstPort: dv.getUint16(o + 2),
+    data: frame.subarray(o + 8, o + len),
+    checksum,
+    checksumOk: checksum === 0 || sum === 0,
+  };
+}
+
+export interface ParsedIcmpEcho extends ParsedIpv4 {
+  type: number;
+  ident: number;
+  seq: number;
+  data: Uint8Array;
+  checksumOk: boolean;
+}
+
+export function parseIcmpEcho(frame: Uint8Array): ParsedIcmpEcho | null {
+  const ip = parseIpv4(frame);
+  if (ip === null || ip.protocol !== IPPROTO_ICMP) return null;
+  const o = ip.l4Offset;
+  const end = ETH_HLEN + ip.totalLength;
+  if (frame.length < end || end < o + 8) return null;
+  const dv = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+  const type = frame[o] ?? 255;
+  if (type !== 0 && type !== 8) return null;
+  return {
+    ...ip,
+    type,
+    ident: dv.getUint16(o + 4),
+    seq: dv.getUint16(o + 6),
+    data: frame.subarray(o + 8, end),
+    checksumOk: internetChecksum(frame, o, end) === 0,
+  };
+}
+
+/** One line describing a frame, for logs and the demo. */
+export function describeFrame(frame: Uint8Array): string {
+  const arp = parseArp(frame);
+  if (arp !== null) {
+    return arp.op === 1
+      ? `ARP who-has ${formatIpv4(arp.targetIp)} tell ${formatIpv4(arp.senderIp)}`
+      : `ARP ${formatIpv4(arp.senderIp)} is-at ${formatMac(arp.senderMac)}`;
+  }
+  const icmp = parseIcmpEcho(frame);
+  if (icmp !== null) {
+    return `ICMP echo ${icmp.type === 8 ? 'request' : 'reply'} ${formatIpv4(icmp.src)} > ${formatIpv4(icmp.dst)} id ${icmp.ident} seq ${icmp.seq}`;
+  }
+  const udp = parseUdp(frame);
+  if (udp !== null) {
+    return `UDP ${formatIpv4(udp.src)}:${udp.srcPort} > ${formatIpv4(udp.dst)}:${udp.dstPort} ${udp.data.length} bytes`;
+  }
+  const ip = parseIpv4(frame);
+  if (ip !== null) return `IPv4 ${formatIpv4(ip.src)} > ${formatIpv4(ip.dst)} protocol ${ip.protocol}`;
+  const type = frame.length >= 14 ? ((frame[12] ?? 0) << 8) | (frame[13] ?? 0) : 0;
+  return `Ethernet type 0x${type.toString(16).padStart(4, '0')} ${frame.length} bytes`;
+}

@@ -1,0 +1,90 @@
+// Host-side helpers for tests that talk to the kernel through a TAP: sockets,
+// interface counters, and bounded waits.
+import { execFileSync } from 'node:child_process';
+import dgram from 'node:dgram';
+import { readFileSync } from 'node:fs';
+
+import type { TapQueue } from '../../src/tap/tap.js';
+
+/** Runs a command (ip, sysctl...) in the test's namespace; throws with its stderr. */
+export function sh(cmd: string, ...args: string[]): string {
+  return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+/** A counter from /sys/class/net/IF/statistics. */
+export function linkCounter(ifname: string, counter: string): number {
+  return Number(readFileSync(`/sys/class/net/${ifname}/statistics/${counter}`, 'utf8').trim());
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** A UDP socket bound to addr:port (port 0: any) that collects what it receives. */
+export async function udpReceiver(address: string, port = 0) {
+  const sock = dgram.createSocket('udp4');
+  const messages: { data: Buffer; from: string; port: number }[] = [];
+  const waiters: (() => void)[] = [];
+  sock.on('message', (data, rinfo) => {
+    messages.push({ data, from: rinfo.address, port: rinfo.port });
+    for (const w of waiters.splice(0)) w();
+  });
+  await new Promise<void>((resolve, reject) => {
+    sock.once('error', reject);
+    sock.bind(port, address, () => resolve());
+  });
+  return {
+    sock,
+    port: sock.address().port,
+    messages,
+    /** Resolves with the next message, or null after `ms`. */
+    async next(ms = 2000) {
+      const deadline = Date.now() + ms;
+      while (messages.length === 0 && Date.now() < deadline) {
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, Math.max(1, deadline - Date.now()));
+          waiters.push(() => {
+            clearTimeout(t);
+            resolve();
+          });
+        });
+      }
+      return messages.shift() ?? null;
+    },
+    close: () => new Promise<void>((r) => sock.close(() => r())),
+  };
+}
+
+/**
+ * Reads frames from a TAP queue until one satisfies `match` or `ms` pass.
+ * Frames that do not match (IPv6 neighbour discovery, say) are passed over.
+ */
+export async function readMatching<T>(
+  queue: TapQueue,
+  match: (frame: Uint8Array) => T | null,
+  ms = 3000,
+  bufSize = 65536 + 64,
+): Promise<T | null> {
+  const buf = new Uint8Array(bufSize);
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    const n = queue.read(buf);
+    if (n > 0) {
+      const hit = match(buf.slice(0, n));
+      if (hit !== null) return hit;
+      continue;
+    }
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(done, Math.max(1, Math.min(100, deadline - Date.now())));
+      function done() {
+        clearTimeout(t);
+        queue.off('readable', done);
+        queue.watch({ readable: false });
+        resolve();
+      }
+      queue.on('readable', done);
+      queue.watch({ readable: true });
+    });
+  }
+  return null;
+}

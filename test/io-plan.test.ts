@@ -1,0 +1,153 @@
+// The native layer's checks on I/O plans, over a FIFO: no privileges needed.
+// Whatever a plan says, native I/O touches only registered, attached memory.
+import { execFileSync } from 'node:child_process';
+import { closeSync, constants, mkdtempSync, openSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
+import { native } from '../src/tap/binding.js';
+import { IoPlan, registerIoRegion, unregisterIoRegion } from '../src/tap/io-plan.js';
+
+const EFAULT = -14;
+const EINVAL = -22;
+const EAGAIN = -11;
+
+describe('batched I/O plans', () => {
+  let dir: string;
+  let fd: number;
+  const regions: number[] = [];
+  const n = native();
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'vt-plan-'));
+    execFileSync('mkfifo', [join(dir, 'fifo')]);
+    fd = openSync(join(dir, 'fifo'), constants.O_RDWR | constants.O_NONBLOCK);
+  });
+  afterEach(() => {
+    for (const r of regions.splice(0)) n.unregisterRegion(r);
+    closeSync(fd);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  function region(view: ArrayBufferView): number {
+    const r = registerIoRegion(view);
+    regions.push(r);
+    return r;
+  }
+
+  function drain(): number[] {
+    const buf = new Uint8Array(65536);
+    const got = n.readFrame(fd, buf);
+    return got > 0 ? Array.from(buf.subarray(0, got)) : [];
+  }
+
+  it('writes the planned segments in order, gathering across regions', () => {
+    const a = region(Uint8Array.of(1, 2, 3, 4));
+    const b = region(new Uint8Array(new SharedArrayBuffer(4)).fill(9));
+    const plan = new IoPlan(2);
+    plan.beginFrame();
+    plan.addSegment(a, 2, 2);
+    plan.addSegment(b, 0, 1);
+    plan.addSegment(a, 0, 1);
+    expect(n.writevBatch(fd, plan.plan, plan.frames, plan.results)).toBe(1);
+    expect(plan.results[0]).toBe(4);
+    expect(drain()).toEqual([3, 4, 9, 1]);
+  });
+
+  it('refuses segments outside their region and writes nothing for that frame', () => {
+    const r = region(new Uint8Array(16).fill(7));
+    const cases: [number, number, number][] = [
+      [r, 8, 9], // one byte past the end
+      [r, 17, 0], // starts past the end
+      [r, -1, 1],
+      [r, 0.5, 1],
+      [r, Number.NaN, 1],
+      [r, 0, Number.POSITIVE_INFINITY],
+      [r + 100, 0, 1], // no such region
+      [-1, 0, 1],
+      [r, 2 ** 53, 1],
+    ];
+    const plan = new IoPlan(cases.length + 1);
+    for (const [reg, off, len] of cases) {
+      plan.beginFrame();
+      plan.addSegment(reg, off, len);
+    }
+    plan.beginFrame();
+    plan.addSegment(r, 15, 1); // the last byte: fine
+    expect(n.writevBatch(fd, plan.plan, plan.frames, plan.results)).toBe(cases.length + 1);
+    expect(Array.from(plan.results.subarray(0, cases.length))).toEqual(cases.map(() => EFAULT));
+    expect(plan.results[cases.length]).toBe(1);
+    expect(drain()).toEqual([7]);
+  });
+
+  it('reads never land outside the planned segment', () => {
+    const mem = new Uint8Array(32).fill(0xaa);
+    const r = region(mem);
+    expect(n.writeFrame(fd, Uint8Array.of(1, 2, 3, 4, 5, 6))).toBe(6);
+    const plan = new IoPlan(1);
+    plan.beginFrame();
+    plan.addSegment(r, 10, 4);
+    expect(n.readvBatch(fd, plan.plan, 1, plan.results)).toBe(1);
+    expect(plan.results[0]).toBe(4);
+    expect(Array.from(mem.subarray(8, 16))).toEqual([0xaa, 0xaa, 1, 2, 3, 4, 0xaa, 0xaa]);
+    drain();
+  });
+
+  it('a detached (transferred) buffer is refused, not written', () => {
+    const ab = new ArrayBuffer(64);
+    const r = region(new Uint8Array(ab));
+    structuredClone(ab, { transfer: [ab] });
+    expect(ab.byteLength).toBe(0);
+    const plan = new IoPlan(1);
+    plan.beginFrame();
+    plan.addSegment(r, 0, 8);
+    expect(n.writevBatch(fd, plan.plan, 1, plan.results)).toBe(1);
+    expect(plan.results[0]).toBe(EFAULT);
+  });
+
+  it('a malformed plan stops the batch with EINVAL', () => {
+    const r = region(new Uint8Array(8));
+    const plan = new Float64Array([1, r, 0, 1, 5, r, 0, 1]); // second frame claims 5 segments
+    const results = new Int32Array(4);
+    expect(n.writevBatch(fd, plan, 3, results)).toBe(2);
+    expect(Array.from(results.subarray(0, 2))).toEqual([1, EINVAL]);
+    expect(n.writevBatch(fd, new Float64Array([2000]), 1, results)).toBe(1); // over IOV_MAX
+    expect(results[0]).toBe(EINVAL);
+    expect(() => n.writevBatch(fd, plan, 9, results)).toThrow(RangeError); // more frames than results
+    drain();
+  });
+
+  it('stops at EAGAIN, leaving later frames unprocessed', () => {
+    const r = region(new Uint8Array(4));
+    const plan = new IoPlan(3);
+    for (let i = 0; i < 3; i++) {
+      plan.beginFrame();
+      plan.addSegment(r, 0, 4);
+    }
+    // Empty FIFO: the first read would block.
+    expect(n.readvBatch(fd, plan.plan, plan.frames, plan.results)).toBe(1);
+    expect(plan.results[0]).toBe(EAGAIN);
+  });
+
+  it('an unregistered region index is refused', () => {
+    const r = registerIoRegion(new Uint8Array(8));
+    unregisterIoRegion(r);
+    const plan = new IoPlan(1);
+    plan.beginFrame();
+    plan.addSegment(r, 0, 1);
+    expect(n.writevBatch(fd, plan.plan, 1, plan.results)).toBe(1);
+    expect(plan.results[0]).toBe(EFAULT);
+  });
+
+  it('IoPlan reports full instead of overflowing', () => {
+    const plan = new IoPlan(1, 1);
+    expect(plan.beginFrame()).toBe(true);
+    expect(plan.addSegment(0, 0, 1)).toBe(true);
+    expect(plan.addSegment(0, 0, 1)).toBe(false);
+    expect(plan.beginFrame()).toBe(false);
+    plan.abandonFrame();
+    expect(plan.frames).toBe(0);
+  });
+});
