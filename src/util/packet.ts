@@ -33,6 +33,19 @@ export function pseudoHeaderSum(src: number, dst: number, protocol: number, leng
   return sum;
 }
 
+/**
+ * Completes a partial checksum as a NIC would for VIRTIO_NET_HDR_F_NEEDS_CSUM:
+ * the ones'-complement sum from `start` to the end, stored at start + offset.
+ * Returns false when the positions do not fit the frame.
+ */
+export function completeChecksum(frame: Uint8Array, start: number, offset: number): boolean {
+  if (start + offset + 2 > frame.length) return false;
+  const c = internetChecksum(frame, start, frame.length);
+  frame[start + offset] = c >>> 8;
+  frame[start + offset + 1] = c & 0xff;
+  return true;
+}
+
 function writeMac(view: Uint8Array, off: number, mac: Uint8Array): void {
   view.set(mac.subarray(0, 6), off);
 }

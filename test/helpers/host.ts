@@ -1,10 +1,11 @@
 // Host-side helpers for tests that talk to the kernel through a TAP: sockets,
 // interface counters, and bounded waits.
 import { execFileSync } from 'node:child_process';
-import dgram from 'node:dgram';
+import { createSocket } from 'node:dgram';
 import { readFileSync } from 'node:fs';
 
 import type { TapQueue } from '../../src/tap/tap.js';
+import { waitForFrame } from '../../src/tap/wait.js';
 
 /** Runs a command (ip, sysctl...) in the test's namespace; throws with its stderr. */
 export function sh(cmd: string, ...args: string[]): string {
@@ -22,7 +23,7 @@ export function sleep(ms: number): Promise<void> {
 
 /** A UDP socket bound to addr:port (port 0: any) that collects what it receives. */
 export async function udpReceiver(address: string, port = 0) {
-  const sock = dgram.createSocket('udp4');
+  const sock = createSocket('udp4');
   const messages: { data: Buffer; from: string; port: number }[] = [];
   const waiters: (() => void)[] = [];
   sock.on('message', (data, rinfo) => {
@@ -55,36 +56,7 @@ export async function udpReceiver(address: string, port = 0) {
   };
 }
 
-/**
- * Reads frames from a TAP queue until one satisfies `match` or `ms` pass.
- * Frames that do not match (IPv6 neighbour discovery, say) are passed over.
- */
-export async function readMatching<T>(
-  queue: TapQueue,
-  match: (frame: Uint8Array) => T | null,
-  ms = 3000,
-  bufSize = 65536 + 64,
-): Promise<T | null> {
-  const buf = new Uint8Array(bufSize);
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    const n = queue.read(buf);
-    if (n > 0) {
-      const hit = match(buf.slice(0, n));
-      if (hit !== null) return hit;
-      continue;
-    }
-    await new Promise<void>((resolve) => {
-      const t = setTimeout(done, Math.max(1, Math.min(100, deadline - Date.now())));
-      function done() {
-        clearTimeout(t);
-        queue.off('readable', done);
-        queue.watch({ readable: false });
-        resolve();
-      }
-      queue.on('readable', done);
-      queue.watch({ readable: true });
-    });
-  }
-  return null;
+/** Reads frames from a TAP queue until one satisfies `match` (see waitForFrame). */
+export function readMatching<T>(queue: TapQueue, match: (frame: Uint8Array) => T | null, ms = 3000): Promise<T | null> {
+  return waitForFrame(queue, match, ms);
 }

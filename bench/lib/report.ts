@@ -1,0 +1,79 @@
+// The shape of every bench/results/<suite>.json, and the table printed beside it.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, release } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface Row {
+  case: string;
+  metric: string;
+  value: number;
+  unit: string;
+  reference: { name: string; value: number } | null;
+  /** value / reference.value, or null without a reference. */
+  ratio: number | null;
+}
+
+export interface SuiteResult {
+  suite: string;
+  date: string;
+  machine: { cpus: number; kernel: string; node: string; cpuModel?: string };
+  rows: Row[];
+}
+
+export const resultsDir = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'results');
+
+export function row(c: string, metric: string, value: number, unit: string, reference?: { name: string; value: number }): Row {
+  return {
+    case: c,
+    metric,
+    value,
+    unit,
+    reference: reference ?? null,
+    ratio: reference !== undefined && reference.value > 0 ? value / reference.value : null,
+  };
+}
+
+export function writeSuite(suite: string, rows: Row[]): string {
+  const result: SuiteResult = {
+    suite,
+    date: new Date().toISOString(),
+    machine: { cpus: cpus().length, kernel: release(), node: process.version, cpuModel: cpus()[0]?.model },
+    rows,
+  };
+  mkdirSync(resultsDir, { recursive: true });
+  const file = join(resultsDir, `${suite}.json`);
+  writeFileSync(file, `${JSON.stringify(result, null, 2)}\n`);
+  return file;
+}
+
+function fmt(n: number): string {
+  if (!Number.isFinite(n)) return String(n);
+  if (Math.abs(n) >= 1e6) return `${(n / 1e6).toFixed(3)} M`;
+  if (Math.abs(n) >= 1e3) return `${(n / 1e3).toFixed(1)} k`;
+  return n.toFixed(Math.abs(n) < 10 ? 3 : 1);
+}
+
+export function printTable(suite: string, rows: Row[]): void {
+  const header = ['case', 'metric', 'virtio-tap', 'reference', 'ref value', 'ratio'];
+  const body = rows.map((r) => [
+    r.case,
+    `${r.metric} (${r.unit})`,
+    fmt(r.value),
+    r.reference?.name ?? '-',
+    r.reference ? fmt(r.reference.value) : '-',
+    r.ratio === null ? '-' : r.ratio.toFixed(2),
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => (b[i] ?? '').length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i] ?? 0)).join(' | ');
+  console.log(`\n${suite}`);
+  console.log(line(header));
+  console.log(widths.map((w) => '-'.repeat(w)).join('-|-'));
+  for (const b of body) console.log(line(b));
+}
+
+export function median(values: number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 === 1 ? (s[mid] ?? 0) : ((s[mid - 1] ?? 0) + (s[mid] ?? 0)) / 2;
+}

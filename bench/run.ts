@@ -1,0 +1,54 @@
+// `npm run bench [-- SUITE...] [--seconds S] [--reps N]`: runs benchmark
+// suites, prints a table per suite and writes bench/results/<suite>.json.
+// Suites that need a TAP run inside a network namespace made for the run.
+import { parseArgs } from 'node:util';
+
+import { canMakeNetns, insideNetns, runInNetns } from '../scripts/netns.mjs';
+import { printTable, type Row, writeSuite } from './lib/report.js';
+import { runTapBench } from './tap.js';
+
+const SUITES: Record<string, { needsTap: boolean; run: (o: { seconds: number; reps: number }) => Promise<Row[]> }> = {
+  tap: {
+    needsTap: true,
+    run: (o) => runTapBench({ ...o, sizes: [64, 1500], progress: (m) => process.stderr.write(`  ${m}\n`) }),
+  },
+};
+
+const { values, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    seconds: { type: 'string', default: '3' },
+    reps: { type: 'string', default: '3' },
+  },
+});
+
+const chosen = positionals.length > 0 ? positionals : Object.keys(SUITES);
+for (const s of chosen) {
+  if (!(s in SUITES)) {
+    console.error(`unknown suite "${s}"; suites: ${Object.keys(SUITES).join(', ')}`);
+    process.exit(2);
+  }
+}
+const seconds = Number(values.seconds);
+const reps = Number(values.reps);
+if (!(seconds > 0 && seconds <= 60) || !Number.isInteger(reps) || reps < 1 || reps > 20) {
+  console.error('--seconds must be in (0, 60] and --reps an integer from 1 to 20');
+  process.exit(2);
+}
+
+if (chosen.some((s) => SUITES[s]?.needsTap) && !insideNetns()) {
+  if (!canMakeNetns()) {
+    console.error('virtio-tap bench: these suites need a TAP: run as root (CAP_NET_ADMIN and CAP_SYS_ADMIN)');
+    process.exit(1);
+  }
+  process.exit(runInNetns([process.execPath, ...process.execArgv, ...process.argv.slice(1)]));
+}
+
+for (const s of chosen) {
+  const suite = SUITES[s];
+  if (suite === undefined) continue;
+  process.stderr.write(`suite ${s}\n`);
+  const rows = await suite.run({ seconds, reps });
+  printTable(s, rows);
+  console.log(`wrote ${writeSuite(s, rows)}`);
+}

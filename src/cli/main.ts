@@ -1,0 +1,79 @@
+#!/usr/bin/env node
+// The virtio-tap command line.
+import { parseArgs, styleText } from 'node:util';
+
+import { runDemo, type DemoLog } from '../demo/demo.js';
+
+const USAGE = `usage: virtio-tap <command> [options]
+
+commands:
+  demo     open a TAP, give the host side an address, and exchange ARP,
+           ICMP echo and UDP with the host kernel, step by step
+           --tap NAME        attach to an existing TAP (e.g. one you own) instead of creating one
+           --bridge NAME     join the TAP to a Linux bridge that holds the host address
+           --host-ip CIDR    host side address (default 198.18.0.1/24)
+           --guest-ip ADDR   guest address (default 198.18.0.2)
+           --timeout MS      how long to wait for each answer (default 3000)
+  help     this text
+
+Needs CAP_NET_ADMIN (for example root) to create a TAP, or a TAP you own:
+  sudo ip tuntap add dev vtap0 mode tap user $USER && sudo ip link set vtap0 up
+  virtio-tap demo --tap vtap0
+`;
+
+function color(kind: Parameters<typeof styleText>[0], text: string): string {
+  return process.stdout.isTTY ? styleText(kind, text) : text;
+}
+
+const log: DemoLog = {
+  step: (t) => console.log(`\n${color('bold', `== ${t}`)}`),
+  info: (t) => console.log(`   ${t}`),
+  ok: (t) => console.log(` ${color('green', '✓')} ${t}`),
+  fail: (t) => console.log(` ${color('red', '✗')} ${t}`),
+};
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command === undefined || command === 'help' || command === '--help' || command === '-h') {
+    console.log(USAGE);
+    return command === undefined ? 2 : 0;
+  }
+  if (command === 'demo') {
+    const { values } = parseArgs({
+      args: rest,
+      options: {
+        tap: { type: 'string' },
+        bridge: { type: 'string' },
+        'host-ip': { type: 'string', default: '198.18.0.1/24' },
+        'guest-ip': { type: 'string', default: '198.18.0.2' },
+        timeout: { type: 'string', default: '3000' },
+      },
+    });
+    const timeoutMs = Number(values.timeout);
+    if (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > 600_000) {
+      throw new TypeError(`--timeout must be an integer number of milliseconds, got "${values.timeout}"`);
+    }
+    return runDemo(
+      {
+        ...(values.tap !== undefined ? { tap: values.tap } : {}),
+        ...(values.bridge !== undefined ? { bridge: values.bridge } : {}),
+        hostCidr: values['host-ip'],
+        guestIp: values['guest-ip'],
+        timeoutMs,
+      },
+      log,
+    );
+  }
+  console.error(`virtio-tap: unknown command "${command}"\n\n${USAGE}`);
+  return 2;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    // Bad flags and other usage errors: one clear line, no stack.
+    const e = err as { code?: string; message?: string };
+    console.error(`virtio-tap: ${e.message ?? String(err)}`);
+    process.exit(2);
+  },
+);
