@@ -1,0 +1,150 @@
+// The transport-independent core of a virtio device: feature negotiation,
+// the status machine (VIRTIO 1.2 §2.1, §3.1.1), queue activation, and the
+// three tiers of failure. A concrete device (net) supplies processQueue.
+import {
+  VIRTIO_CONFIG_S_DRIVER_OK,
+  VIRTIO_CONFIG_S_FAILED,
+  VIRTIO_CONFIG_S_FEATURES_OK,
+  VIRTIO_CONFIG_S_NEEDS_RESET,
+  VIRTIO_F_EVENT_IDX,
+  VIRTIO_F_IN_ORDER,
+  VIRTIO_F_INDIRECT_DESC,
+  VIRTIO_F_RING_PACKED,
+  VIRTIO_F_VERSION_1,
+  hasFeature,
+} from './constants.js';
+import { chainFaultName } from './descriptor-chain.js';
+import type { GuestMemory } from './guest-memory.js';
+import { PackedQueue } from './packed-queue.js';
+import { QueueConfigError, type DeviceQueue, type QueueAddresses } from './queue.js';
+import { SplitQueue } from './split-queue.js';
+
+export type InterruptKind = 'vring' | 'config';
+
+export interface DeviceCoreStats {
+  /** Kicks that arrived while the device needed a reset or was not running. */
+  kicksIgnored: number;
+  /** Tier-2 faults (the device needed a reset). */
+  broken: number;
+  resets: number;
+}
+
+export interface DeviceCoreOptions {
+  /** Feature bits the device offers. */
+  features: bigint;
+  numQueues: number;
+  /** Raised for used buffers (vring, with the queue) and for config changes. */
+  interrupt: (kind: InterruptKind, queue: number) => void;
+}
+
+export abstract class VirtioDeviceCore {
+  readonly deviceFeatures: bigint;
+  driverFeatures = 0n;
+  status = 0;
+  readonly queues: (DeviceQueue | null)[];
+  readonly coreStats: DeviceCoreStats = { kicksIgnored: 0, broken: 0, resets: 0 };
+  /** Why the device last needed a reset (a ChainFault name), or ''. */
+  brokenReason = '';
+  protected readonly raise: (kind: InterruptKind, queue: number) => void;
+
+  constructor(o: DeviceCoreOptions) {
+    this.deviceFeatures = o.features;
+    this.queues = Array.from({ length: o.numQueues }, () => null);
+    this.raise = o.interrupt;
+  }
+
+  /** The negotiated features (offered and accepted). */
+  get features(): bigint {
+    return this.deviceFeatures & this.driverFeatures;
+  }
+
+  get running(): boolean {
+    return (this.status & VIRTIO_CONFIG_S_DRIVER_OK) !== 0 && (this.status & VIRTIO_CONFIG_S_NEEDS_RESET) === 0;
+  }
+
+  /** Driver feature bits; ignored once FEATURES_OK is set (§3.1.1). */
+  setDriverFeatures(features: bigint): void {
+    if ((this.status & VIRTIO_CONFIG_S_FEATURES_OK) !== 0) return;
+    this.driverFeatures = features;
+  }
+
+  /**
+   * A status write. 0 resets the device. FEATURES_OK stays set only when the
+   * driver accepted a subset of the offer including VERSION_1 (§2.2, §3.1.1),
+   * and the driver must read it back to see whether it did.
+   */
+  setStatus(value: number): void {
+    if (value === 0) {
+      this.reset();
+      return;
+    }
+    let v = value & 0xff;
+    if ((v & VIRTIO_CONFIG_S_FEATURES_OK) !== 0 && (this.status & VIRTIO_CONFIG_S_FEATURES_OK) === 0) {
+      const ok = (this.driverFeatures & ~this.deviceFeatures) === 0n && hasFeature(this.driverFeatures, VIRTIO_F_VERSION_1) && this.acceptFeatures(this.driverFeatures);
+      if (!ok) v &= ~VIRTIO_CONFIG_S_FEATURES_OK;
+    }
+    const wasRunning = (this.status & VIRTIO_CONFIG_S_DRIVER_OK) !== 0;
+    this.status = v | (this.status & VIRTIO_CONFIG_S_NEEDS_RESET);
+    if (!wasRunning && (v & VIRTIO_CONFIG_S_DRIVER_OK) !== 0 && (v & VIRTIO_CONFIG_S_FAILED) === 0) this.onDriverOk();
+  }
+
+  /** A device may refuse a feature combination here (checked at FEATURES_OK). */
+  protected acceptFeatures(_features: bigint): boolean {
+    return true;
+  }
+
+  /**
+   * Makes queue i ready: validated once here, served from cached views after.
+   * Throws QueueConfigError for a configuration the spec does not allow.
+   */
+  activateQueue(i: number, mem: GuestMemory, addresses: QueueAddresses): DeviceQueue {
+    if (i < 0 || i >= this.queues.length) throw new QueueConfigError(`queue ${i} does not exist (the device has ${this.queues.length})`);
+    const f = this.features;
+    const qf = {
+      eventIdx: hasFeature(f, VIRTIO_F_EVENT_IDX),
+      indirect: hasFeature(f, VIRTIO_F_INDIRECT_DESC),
+      inOrder: hasFeature(f, VIRTIO_F_IN_ORDER),
+    };
+    const q = hasFeature(f, VIRTIO_F_RING_PACKED) ? new PackedQueue(mem, addresses, qf) : new SplitQueue(mem, addresses, qf);
+    this.queues[i] = q;
+    return q;
+  }
+
+  /** A driver notification for queue i. Ignored (and counted) unless running. */
+  kick(i: number): void {
+    const q = this.queues[i];
+    if (!this.running || q === null || q === undefined) {
+      this.coreStats.kicksIgnored++;
+      return;
+    }
+    this.processQueue(i, q);
+  }
+
+  /**
+   * Tier 2: the ring is corrupt. Set DEVICE_NEEDS_RESET and raise a config
+   * interrupt (§2.1.2); kicks are ignored until the driver resets the device.
+   */
+  markBroken(reason: number | string): void {
+    if ((this.status & VIRTIO_CONFIG_S_NEEDS_RESET) !== 0) return;
+    this.status |= VIRTIO_CONFIG_S_NEEDS_RESET;
+    this.brokenReason = typeof reason === 'number' ? chainFaultName(reason) : reason;
+    this.coreStats.broken++;
+    this.onBroken();
+    this.raise('config', -1);
+  }
+
+  /** Back to the initial state: status 0, no features, no queues. */
+  reset(): void {
+    this.status = 0;
+    this.driverFeatures = 0n;
+    this.brokenReason = '';
+    for (let i = 0; i < this.queues.length; i++) this.queues[i] = null;
+    this.coreStats.resets++;
+    this.onReset();
+  }
+
+  protected abstract processQueue(index: number, queue: DeviceQueue): void;
+  protected onDriverOk(): void {}
+  protected onBroken(): void {}
+  protected onReset(): void {}
+}

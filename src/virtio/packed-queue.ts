@@ -1,0 +1,226 @@
+// Packed virtqueue, device side (VIRTIO 1.2 §2.8). One descriptor ring shared
+// both ways, wrap counters instead of indices, event suppression structures
+// in the driver and device areas.
+import {
+  MAX_QUEUE_SIZE,
+  RING_EVENT_FLAGS_DESC,
+  RING_EVENT_FLAGS_DISABLE,
+  RING_EVENT_FLAGS_ENABLE,
+  VIRTQ_DESC_F_AVAIL,
+  VIRTQ_DESC_F_INDIRECT,
+  VIRTQ_DESC_F_NEXT,
+  VIRTQ_DESC_F_USED,
+  VIRTQ_DESC_F_WRITE,
+} from './constants.js';
+import { ChainFault, chainFaultTier, DescriptorChain, Pop } from './descriptor-chain.js';
+import { u64, type GuestMemory } from './guest-memory.js';
+import { QueueConfigError, type DeviceQueue, type QueueAddresses, type QueueFeatures, type QueueStats } from './queue.js';
+import { ringView } from './split-queue.js';
+
+/**
+ * Packed-ring event check (§2.8, "Event Suppression Structure Format"): did the move from `old` to `next` pass
+ * the event position? Positions are (index, wrap) folded into [0, 2 * size).
+ */
+export function packedNeedEvent(size: number, offWrap: number, next: number, old: number): boolean {
+  const span = 2 * size;
+  const off = offWrap & 0x7fff;
+  const event = (offWrap >>> 15) === 1 ? off : off + size;
+  return (next - event - 1 + 2 * span) % span < (next - old + span) % span;
+}
+
+/** A ring position (index, wrap counter) folded into [0, 2 * size); wrap 1 is the first lap. */
+export function foldPosition(size: number, index: number, wrap: number): number {
+  return wrap === 1 ? index : index + size;
+}
+
+export class PackedQueue implements DeviceQueue {
+  readonly layout = 'packed';
+  readonly size: number;
+  readonly mem: GuestMemory;
+  readonly features: QueueFeatures;
+  readonly addresses: QueueAddresses;
+  readonly stats: QueueStats = { chains: 0, badChains: 0, notificationsSent: 0, notificationsSuppressed: 0 };
+  broken = false;
+  brokenReason: number = ChainFault.NONE;
+  nextAvail = 0;
+  availWrap = 1;
+  usedIdx = 0;
+  usedWrap = 1;
+  private signalled = 0; // folded used position at the last notification decision
+  private readonly desc32: Uint32Array;
+  private readonly desc16: Uint16Array;
+  /** Driver event suppression: off_wrap, flags. */
+  private readonly driverEvent: Uint16Array;
+  /** Device event suppression: off_wrap, flags. */
+  private readonly deviceEvent: Uint16Array;
+  private readonly views: DataView[];
+
+  constructor(mem: GuestMemory, a: QueueAddresses, features: QueueFeatures) {
+    const n = a.size;
+    // VIRTIO 1.2 §2.8: any size up to 32768; descriptor ring 16-byte aligned, event areas 4-byte aligned.
+    if (!Number.isInteger(n) || n < 1 || n > MAX_QUEUE_SIZE) {
+      throw new QueueConfigError(`packed queue size must be an integer from 1 to ${MAX_QUEUE_SIZE}, got ${n}`);
+    }
+    if (a.desc % 16 !== 0) throw new QueueConfigError(`descriptor ring 0x${a.desc.toString(16)} is not 16-byte aligned`);
+    if (a.driver % 4 !== 0) throw new QueueConfigError(`driver area 0x${a.driver.toString(16)} is not 4-byte aligned`);
+    if (a.device % 4 !== 0) throw new QueueConfigError(`device area 0x${a.device.toString(16)} is not 4-byte aligned`);
+    this.mem = mem;
+    this.size = n;
+    this.features = { ...features };
+    this.addresses = { ...a };
+    this.desc32 = ringView(mem, a.desc, 16 * n, Uint32Array, 'descriptor ring');
+    this.desc16 = new Uint16Array(this.desc32.buffer, this.desc32.byteOffset, 8 * n);
+    this.driverEvent = ringView(mem, a.driver, 4, Uint16Array, 'driver event suppression area');
+    this.deviceEvent = ringView(mem, a.device, 4, Uint16Array, 'device event suppression area');
+    this.views = mem.regions.map((r) => new DataView(r.bytes.buffer, r.bytes.byteOffset, r.bytes.byteLength));
+  }
+
+  newChain(): DescriptorChain {
+    return new DescriptorChain(2 * this.size + 8);
+  }
+
+  private isAvailable(i: number, wrap: number): boolean {
+    // §2.8, "Driver and Device Ring Wrap Counters": available when AVAIL equals the wrap counter and USED does not.
+    const flags = Atomics.load(this.desc16, i * 8 + 7);
+    const avail = (flags & VIRTQ_DESC_F_AVAIL) !== 0 ? 1 : 0;
+    const used = (flags & VIRTQ_DESC_F_USED) !== 0 ? 1 : 0;
+    return avail === wrap && used !== wrap;
+  }
+
+  hasAvailable(): boolean {
+    return !this.broken && this.isAvailable(this.nextAvail, this.availWrap);
+  }
+
+  popChain(chain: DescriptorChain): number {
+    if (this.broken) return Pop.BROKEN;
+    if (!this.isAvailable(this.nextAvail, this.availWrap)) return Pop.EMPTY;
+    const d32 = this.desc32;
+    const d16 = this.desc16;
+    chain.reset(0);
+    let idx = this.nextAvail;
+    let slots = 0;
+    let fault: number = ChainFault.NONE;
+    let id = 0;
+    // Walk to the chain's end even after a tier-1 fault: the buffer id is in
+    // the last descriptor, and the ring position must move past the chain.
+    for (;;) {
+      if (slots >= this.size) return this.breakRing(chain, ChainFault.LOOP);
+      const addr = u64(d32[idx * 4] as number, d32[idx * 4 + 1] as number);
+      const len = d32[idx * 4 + 2] as number;
+      id = d16[idx * 8 + 6] as number;
+      const flags = d16[idx * 8 + 7] as number;
+      slots++;
+      if (fault === ChainFault.NONE) {
+        if ((flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
+          if (!this.features.indirect) fault = ChainFault.INDIRECT_NOT_NEGOTIATED;
+          else if ((flags & VIRTQ_DESC_F_NEXT) !== 0) fault = ChainFault.INDIRECT_WITH_NEXT;
+          else fault = this.walkIndirect(chain, addr, len, this.size - slots + 1);
+        } else {
+          fault = chain.addBuffer(this.mem, addr, len, (flags & VIRTQ_DESC_F_WRITE) !== 0, flags);
+        }
+      }
+      if ((flags & VIRTQ_DESC_F_NEXT) === 0) break;
+      idx = idx + 1 === this.size ? 0 : idx + 1;
+    }
+    chain.head = id;
+    chain.ringSlots = slots;
+    this.nextAvail += slots;
+    if (this.nextAvail >= this.size) {
+      this.nextAvail -= this.size;
+      this.availWrap ^= 1;
+    }
+    this.stats.chains++;
+    if (id >= this.size) return this.breakRing(chain, ChainFault.BUFFER_ID_OUT_OF_RANGE);
+    if (fault === ChainFault.NONE) return Pop.CHAIN;
+    chain.fault = fault;
+    if (chainFaultTier(fault) === 2) return this.breakRing(chain, fault);
+    this.stats.badChains++;
+    return Pop.BAD_CHAIN;
+  }
+
+  // §2.8, "Indirect Flag: Scatter-Gather Support": an indirect table holds packed descriptors used in order; NEXT and ids there are ignored.
+  private walkIndirect(chain: DescriptorChain, addr: number, len: number, budget: number): number {
+    if (len === 0 || len % 16 !== 0 || len / 16 > Math.max(budget, this.size)) return ChainFault.INDIRECT_BAD_LENGTH;
+    const r = addr < 0 ? -1 : this.mem.regionOf(addr, len);
+    if (r < 0) return ChainFault.BUFFER_OUT_OF_MEMORY;
+    chain.indirect = true;
+    const dv = this.views[r] as DataView;
+    const base = addr - this.mem.regions[r]!.gpa;
+    for (let i = 0; i < len / 16; i++) {
+      const o = base + i * 16;
+      const flags = dv.getUint16(o + 14, true);
+      if ((flags & VIRTQ_DESC_F_INDIRECT) !== 0) return ChainFault.NESTED_INDIRECT;
+      const a = u64(dv.getUint32(o, true), dv.getUint32(o + 4, true));
+      const fault = chain.addBuffer(this.mem, a, dv.getUint32(o + 8, true), (flags & VIRTQ_DESC_F_WRITE) !== 0, flags);
+      if (fault !== ChainFault.NONE) return fault;
+    }
+    return ChainFault.NONE;
+  }
+
+  private breakRing(chain: DescriptorChain, fault: number): number {
+    chain.fault = fault;
+    this.broken = true;
+    this.brokenReason = fault;
+    return Pop.BROKEN;
+  }
+
+  addUsed(id: number, len: number, slots: number): void {
+    const i = this.usedIdx;
+    this.desc32[i * 4 + 2] = len;
+    this.desc16[i * 8 + 6] = id;
+    // §2.8, "Driver and Device Ring Wrap Counters": a used descriptor has AVAIL and USED both equal to the used wrap counter.
+    let flags = this.usedWrap === 1 ? VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED : 0;
+    if (len > 0) flags |= VIRTQ_DESC_F_WRITE;
+    Atomics.store(this.desc16, i * 8 + 7, flags); // release: id and len before the flags
+    this.usedIdx += slots > 0 ? slots : 1;
+    while (this.usedIdx >= this.size) {
+      this.usedIdx -= this.size;
+      this.usedWrap ^= 1;
+    }
+  }
+
+  flushUsed(): boolean {
+    const next = foldPosition(this.size, this.usedIdx, this.usedWrap);
+    const old = this.signalled;
+    if (next === old) return false;
+    this.signalled = next;
+    const flags = Atomics.load(this.driverEvent, 1) & 3;
+    let notify: boolean;
+    if (flags === RING_EVENT_FLAGS_DISABLE) notify = false;
+    else if (flags === RING_EVENT_FLAGS_DESC && this.features.eventIdx) {
+      notify = packedNeedEvent(this.size, Atomics.load(this.driverEvent, 0), next, old);
+    } else notify = true;
+    if (notify) this.stats.notificationsSent++;
+    else this.stats.notificationsSuppressed++;
+    return notify;
+  }
+
+  /** The driver's event suppression (off_wrap, flags), for traces. */
+  get driverEventSuppression(): { offWrap: number; flags: number } {
+    return { offWrap: this.driverEvent[0] as number, flags: this.driverEvent[1] as number };
+  }
+
+  disableNotifications(): void {
+    Atomics.store(this.deviceEvent, 1, RING_EVENT_FLAGS_DISABLE);
+  }
+
+  enableNotifications(): boolean {
+    if (this.features.eventIdx) {
+      Atomics.store(this.deviceEvent, 0, this.nextAvail | (this.availWrap << 15));
+      Atomics.store(this.deviceEvent, 1, RING_EVENT_FLAGS_DESC);
+    } else {
+      Atomics.store(this.deviceEvent, 1, RING_EVENT_FLAGS_ENABLE);
+    }
+    return this.hasAvailable();
+  }
+
+  reset(): void {
+    this.nextAvail = 0;
+    this.availWrap = 1;
+    this.usedIdx = 0;
+    this.usedWrap = 1;
+    this.signalled = 0;
+    this.broken = false;
+    this.brokenReason = ChainFault.NONE;
+  }
+}

@@ -1,0 +1,224 @@
+// Split virtqueue, device side (VIRTIO 1.2 §2.7). Validated once when it
+// becomes ready, then served from typed-array views cached at activation.
+import {
+  MAX_QUEUE_SIZE,
+  VIRTQ_AVAIL_F_NO_INTERRUPT,
+  VIRTQ_DESC_F_INDIRECT,
+  VIRTQ_DESC_F_NEXT,
+  VIRTQ_DESC_F_WRITE,
+  VIRTQ_USED_F_NO_NOTIFY,
+} from './constants.js';
+import { ChainFault, chainFaultTier, DescriptorChain, Pop } from './descriptor-chain.js';
+import { u64, type GuestMemory } from './guest-memory.js';
+import { QueueConfigError, type DeviceQueue, type QueueAddresses, type QueueFeatures, type QueueStats } from './queue.js';
+
+/** vring_need_event (§2.7, "Used Buffer Notification Suppression"): did [old, new) cross event? 16-bit arithmetic. */
+export function needEvent(event: number, newIdx: number, old: number): boolean {
+  return ((newIdx - event - 1) & 0xffff) < ((newIdx - old) & 0xffff);
+}
+
+/** Typed-array views of `len` bytes at guest address `addr`, which must sit in one region, aligned. */
+export function ringView<T extends Uint16Array | Uint32Array>(
+  mem: GuestMemory,
+  addr: number,
+  len: number,
+  Kind: { new (b: ArrayBufferLike, o: number, n: number): T; BYTES_PER_ELEMENT: number },
+  what: string,
+): T {
+  const r = mem.regionOf(addr, len);
+  if (r < 0) throw new QueueConfigError(`${what} at 0x${addr.toString(16)} (${len} bytes) is not inside one region of guest memory`);
+  const reg = mem.regions[r]!;
+  const off = reg.bytes.byteOffset + (addr - reg.gpa);
+  if (off % Kind.BYTES_PER_ELEMENT !== 0) {
+    throw new QueueConfigError(`${what} at 0x${addr.toString(16)} is not ${Kind.BYTES_PER_ELEMENT}-byte aligned in host memory`);
+  }
+  return new Kind(reg.bytes.buffer, off, len / Kind.BYTES_PER_ELEMENT);
+}
+
+export class SplitQueue implements DeviceQueue {
+  readonly layout = 'split';
+  readonly size: number;
+  readonly mem: GuestMemory;
+  readonly features: QueueFeatures;
+  readonly addresses: QueueAddresses;
+  readonly stats: QueueStats = { chains: 0, badChains: 0, notificationsSent: 0, notificationsSuppressed: 0 };
+  broken = false;
+  brokenReason: number = ChainFault.NONE;
+  /** Next available ring entry to read (last_avail_idx), free-running 16-bit. */
+  nextAvail = 0;
+  /** Next used ring entry to write, free-running 16-bit. */
+  usedIdx = 0;
+  /** Used index at the last notification decision. */
+  private signalledUsed = 0;
+  private readonly mask: number;
+  private readonly desc32: Uint32Array;
+  private readonly desc16: Uint16Array;
+  private readonly avail: Uint16Array;
+  private readonly used16: Uint16Array;
+  private readonly used32: Uint32Array;
+  private readonly views: DataView[];
+
+  /** Validates the configuration (§2.7: size a power of 2, alignments, rings in memory); throws QueueConfigError. */
+  constructor(mem: GuestMemory, a: QueueAddresses, features: QueueFeatures) {
+    const n = a.size;
+    if (!Number.isInteger(n) || n < 1 || n > MAX_QUEUE_SIZE || (n & (n - 1)) !== 0) {
+      throw new QueueConfigError(`split queue size must be a power of 2 from 1 to ${MAX_QUEUE_SIZE}, got ${n}`);
+    }
+    // VIRTIO 1.2 §2.7: alignment 16 for the descriptor table, 2 for the available ring, 4 for the used ring.
+    if (a.desc % 16 !== 0) throw new QueueConfigError(`descriptor table 0x${a.desc.toString(16)} is not 16-byte aligned`);
+    if (a.driver % 2 !== 0) throw new QueueConfigError(`available ring 0x${a.driver.toString(16)} is not 2-byte aligned`);
+    if (a.device % 4 !== 0) throw new QueueConfigError(`used ring 0x${a.device.toString(16)} is not 4-byte aligned`);
+    this.mem = mem;
+    this.size = n;
+    this.mask = n - 1;
+    this.features = { ...features };
+    this.addresses = { ...a };
+    this.desc32 = ringView(mem, a.desc, 16 * n, Uint32Array, 'descriptor table');
+    this.desc16 = new Uint16Array(this.desc32.buffer, this.desc32.byteOffset, 8 * n);
+    // flags, idx, ring[n], used_event
+    this.avail = ringView(mem, a.driver, 2 * (n + 3), Uint16Array, 'available ring');
+    // flags, idx, ring[n] of {id u32, len u32}, avail_event
+    this.used16 = ringView(mem, a.device, 4 + 8 * n + 2, Uint16Array, 'used ring');
+    this.used32 = ringView(mem, a.device, 4 + 8 * n, Uint32Array, 'used ring');
+    this.views = mem.regions.map((r) => new DataView(r.bytes.buffer, r.bytes.byteOffset, r.bytes.byteLength));
+  }
+
+  newChain(): DescriptorChain {
+    return new DescriptorChain(2 * this.size + 8);
+  }
+
+  hasAvailable(): boolean {
+    return !this.broken && Atomics.load(this.avail, 1) !== this.nextAvail;
+  }
+
+  popChain(chain: DescriptorChain): number {
+    if (this.broken) return Pop.BROKEN;
+    const availIdx = Atomics.load(this.avail, 1); // acquire: ring entries are read after the index
+    const pending = (availIdx - this.nextAvail) & 0xffff;
+    if (pending === 0) return Pop.EMPTY;
+    // VIRTIO 1.2 §2.7, "The Virtqueue Available Ring": the driver never has more than Queue Size entries outstanding.
+    if (pending > this.size) return this.breakRing(chain, ChainFault.AVAIL_INDEX_JUMP);
+    const head = this.avail[2 + (this.nextAvail & this.mask)] as number;
+    chain.reset(head);
+    if (head >= this.size) return this.breakRing(chain, ChainFault.INDEX_OUT_OF_RANGE);
+    this.nextAvail = (this.nextAvail + 1) & 0xffff;
+    const fault = this.walk(chain, head);
+    this.stats.chains++;
+    if (fault === ChainFault.NONE) return Pop.CHAIN;
+    chain.fault = fault;
+    if (chainFaultTier(fault) === 2) return this.breakRing(chain, fault);
+    this.stats.badChains++;
+    return Pop.BAD_CHAIN;
+  }
+
+  // Walks the chain from `head`, direct descriptors then at most one indirect
+  // table, with a budget of Queue Size descriptors against loops.
+  private walk(chain: DescriptorChain, head: number): number {
+    const mem = this.mem;
+    const d32 = this.desc32;
+    const d16 = this.desc16;
+    let idx = head;
+    let budget = this.size;
+    for (;;) {
+      if (budget-- === 0) return ChainFault.LOOP;
+      const addr = u64(d32[idx * 4] as number, d32[idx * 4 + 1] as number);
+      const len = d32[idx * 4 + 2] as number;
+      const flags = d16[idx * 8 + 6] as number;
+      if ((flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
+        // VIRTIO 1.2 §2.7, "Indirect Descriptors": not with NEXT; a table of whole descriptors.
+        if (!this.features.indirect) return ChainFault.INDIRECT_NOT_NEGOTIATED;
+        if ((flags & VIRTQ_DESC_F_NEXT) !== 0) return ChainFault.INDIRECT_WITH_NEXT;
+        return this.walkIndirect(chain, addr, len, budget);
+      }
+      const fault = chain.addBuffer(mem, addr, len, (flags & VIRTQ_DESC_F_WRITE) !== 0, flags);
+      if (fault !== ChainFault.NONE) return fault;
+      if ((flags & VIRTQ_DESC_F_NEXT) === 0) return ChainFault.NONE;
+      idx = d16[idx * 8 + 7] as number;
+      if (idx >= this.size) return ChainFault.INDEX_OUT_OF_RANGE;
+    }
+  }
+
+  private walkIndirect(chain: DescriptorChain, addr: number, len: number, budget: number): number {
+    if (len === 0 || len % 16 !== 0 || len / 16 > this.size) return ChainFault.INDIRECT_BAD_LENGTH;
+    const r = addr < 0 ? -1 : this.mem.regionOf(addr, len);
+    if (r < 0) return ChainFault.BUFFER_OUT_OF_MEMORY;
+    chain.indirect = true;
+    const count = len / 16;
+    const dv = this.views[r] as DataView;
+    const base = addr - this.mem.regions[r]!.gpa;
+    let i = 0;
+    let left = Math.max(budget, count);
+    for (;;) {
+      if (left-- === 0) return ChainFault.LOOP;
+      const o = base + i * 16;
+      const a = u64(dv.getUint32(o, true), dv.getUint32(o + 4, true));
+      const l = dv.getUint32(o + 8, true);
+      const flags = dv.getUint16(o + 12, true);
+      if ((flags & VIRTQ_DESC_F_INDIRECT) !== 0) return ChainFault.NESTED_INDIRECT;
+      const fault = chain.addBuffer(this.mem, a, l, (flags & VIRTQ_DESC_F_WRITE) !== 0, flags);
+      if (fault !== ChainFault.NONE) return fault;
+      if ((flags & VIRTQ_DESC_F_NEXT) === 0) return ChainFault.NONE;
+      i = dv.getUint16(o + 14, true);
+      if (i >= count) return ChainFault.INDEX_OUT_OF_RANGE;
+    }
+  }
+
+  private breakRing(chain: DescriptorChain, fault: number): number {
+    chain.fault = fault;
+    this.broken = true;
+    this.brokenReason = fault;
+    return Pop.BROKEN;
+  }
+
+  addUsed(id: number, len: number, _slots: number): void {
+    const slot = this.usedIdx & this.mask;
+    this.used32[1 + slot * 2] = id;
+    this.used32[2 + slot * 2] = len;
+    this.usedIdx = (this.usedIdx + 1) & 0xffff;
+  }
+
+  flushUsed(): boolean {
+    const newIdx = this.usedIdx;
+    Atomics.store(this.used16, 1, newIdx); // release: entries before the index
+    const old = this.signalledUsed;
+    if (newIdx === old) return false;
+    this.signalledUsed = newIdx;
+    let notify: boolean;
+    if (this.features.eventIdx) {
+      // VIRTIO 1.2 §2.7, "Used Buffer Notification Suppression": interrupt when the used index passes used_event.
+      notify = needEvent(Atomics.load(this.avail, 2 + this.size), newIdx, old);
+    } else {
+      notify = (Atomics.load(this.avail, 0) & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
+    }
+    if (notify) this.stats.notificationsSent++;
+    else this.stats.notificationsSuppressed++;
+    return notify;
+  }
+
+  /** used_event as the driver last wrote it (for traces). */
+  get usedEvent(): number {
+    return this.avail[2 + this.size] as number;
+  }
+
+  disableNotifications(): void {
+    if (!this.features.eventIdx) this.used16[0] = (this.used16[0] as number) | VIRTQ_USED_F_NO_NOTIFY;
+  }
+
+  enableNotifications(): boolean {
+    if (this.features.eventIdx) {
+      // avail_event: kick me when you add the entry at nextAvail (§2.7, "Available Buffer Notification Suppression").
+      Atomics.store(this.used16, 2 + 4 * this.size, this.nextAvail);
+    } else {
+      Atomics.store(this.used16, 0, (this.used16[0] as number) & ~VIRTQ_USED_F_NO_NOTIFY);
+    }
+    return this.hasAvailable();
+  }
+
+  reset(): void {
+    this.nextAvail = 0;
+    this.usedIdx = 0;
+    this.signalledUsed = 0;
+    this.broken = false;
+    this.brokenReason = ChainFault.NONE;
+  }
+}
