@@ -12,7 +12,8 @@ import {
 import type { GuestMemory } from '../virtio/guest-memory.js';
 import { foldPosition, packedNeedEvent } from '../virtio/packed-queue.js';
 import type { QueueAddresses } from '../virtio/queue.js';
-import { ringView } from '../virtio/split-queue.js';
+import { packedDescState, packedViews, type PackedViews } from '../virtio/ring-views.js';
+import { AvailOrder, ChainBuilder } from './chain-builder.js';
 import { DriverError, type DriverQueue, type DriverQueueOptions, type DriverStats } from './driver-queue.js';
 
 export class PackedDriver implements DriverQueue {
@@ -24,10 +25,7 @@ export class PackedDriver implements DriverQueue {
   numFree: number;
   private readonly mem: GuestMemory;
   private readonly o: DriverQueueOptions;
-  private readonly desc32: Uint32Array;
-  private readonly desc16: Uint16Array;
-  private readonly driverEvent: Uint16Array;
-  private readonly deviceEvent: Uint16Array;
+  private readonly v: PackedViews;
   private nextAvail = 0;
   private availWrap = 1;
   private nextUsed = 0;
@@ -38,15 +36,10 @@ export class PackedDriver implements DriverQueue {
   private readonly token: Float64Array;
   private readonly slots: Uint16Array;
   private readonly outstanding: Uint8Array;
-  private readonly fifo: Uint16Array;
-  private fifoHead = 0;
-  private fifoLen = 0;
+  private readonly order: AvailOrder;
+  private readonly chain: ChainBuilder;
   private batchLeft = 0;
   private batchLen = 0;
-  private readonly segAddr: Float64Array;
-  private readonly segLen: Uint32Array;
-  private readonly segWrite: Uint8Array;
-  private segs = 0;
 
   constructor(mem: GuestMemory, addresses: QueueAddresses, options: DriverQueueOptions = {}) {
     const n = addresses.size;
@@ -54,27 +47,21 @@ export class PackedDriver implements DriverQueue {
     this.size = n;
     this.addresses = { ...addresses };
     this.o = { ...options };
-    this.desc32 = ringView(mem, addresses.desc, 16 * n, Uint32Array, 'descriptor ring');
-    this.desc16 = new Uint16Array(this.desc32.buffer, this.desc32.byteOffset, 8 * n);
-    this.driverEvent = ringView(mem, addresses.driver, 4, Uint16Array, 'driver event suppression area');
-    this.deviceEvent = ringView(mem, addresses.device, 4, Uint16Array, 'device event suppression area');
+    this.v = packedViews(mem, addresses);
     this.freeIds = new Uint16Array(n);
     this.token = new Float64Array(n);
     this.slots = new Uint16Array(n);
     this.outstanding = new Uint8Array(n);
-    this.fifo = new Uint16Array(n);
-    const maxSegs = Math.max(n, options.indirectArea?.entries ?? 0);
-    this.segAddr = new Float64Array(maxSegs);
-    this.segLen = new Uint32Array(maxSegs);
-    this.segWrite = new Uint8Array(maxSegs);
+    this.order = new AvailOrder(n);
+    this.chain = new ChainBuilder(Math.max(n, options.indirectArea?.entries ?? 0));
     this.numFree = n;
     this.reset();
   }
 
   reset(): void {
-    this.desc32.fill(0);
-    this.driverEvent.fill(0);
-    this.deviceEvent.fill(0);
+    this.v.desc32.fill(0);
+    this.v.driverEvent.fill(0);
+    this.v.deviceEvent.fill(0);
     this.nextAvail = 0;
     this.availWrap = 1;
     this.nextUsed = 0;
@@ -84,39 +71,35 @@ export class PackedDriver implements DriverQueue {
     this.freeCount = this.size;
     this.numFree = this.size;
     this.outstanding.fill(0);
-    this.fifoHead = 0;
-    this.fifoLen = 0;
+    this.order.clear();
     this.batchLeft = 0;
-    this.segs = 0;
+    this.chain.begin();
   }
 
   beginChain(): void {
-    this.segs = 0;
+    this.chain.begin();
   }
 
   addSegment(addr: number, len: number, writable: boolean): boolean {
-    if (this.segs >= this.segAddr.length) return false;
-    this.segAddr[this.segs] = addr;
-    this.segLen[this.segs] = len;
-    this.segWrite[this.segs] = writable ? 1 : 0;
-    this.segs++;
-    return true;
+    return this.chain.add(addr, len, writable);
   }
 
   private availFlags(wrap: number): number {
-    // §2.8, "Driver and Device Ring Wrap Counters": made available with AVAIL = wrap counter, USED = its inverse.
+    // §2.8: made available with AVAIL = the wrap counter, USED = its inverse.
     return wrap === 1 ? VIRTQ_DESC_F_AVAIL : VIRTQ_DESC_F_USED;
   }
 
   private writeDesc(i: number, addr: number, len: number, id: number): void {
-    this.desc32[i * 4] = addr % 0x1_0000_0000;
-    this.desc32[i * 4 + 1] = Math.floor(addr / 0x1_0000_0000);
-    this.desc32[i * 4 + 2] = len;
-    this.desc16[i * 8 + 6] = id;
+    const { desc32, desc16 } = this.v;
+    desc32[i * 4] = addr % 0x1_0000_0000;
+    desc32[i * 4 + 1] = Math.floor(addr / 0x1_0000_0000);
+    desc32[i * 4 + 2] = len;
+    desc16[i * 8 + 6] = id;
   }
 
   commitChain(token: number, indirect = false): number {
-    const n = this.segs;
+    const c = this.chain;
+    const n = c.count;
     if (n === 0 || this.freeCount === 0) return -1;
     const area = this.o.indirectArea;
     if (indirect && (area === undefined || n > area.entries)) return -1;
@@ -124,51 +107,47 @@ export class PackedDriver implements DriverQueue {
     if (ringSlots > this.numFree) return -1;
     const id = this.freeIds[--this.freeCount] as number;
     const headIdx = this.nextAvail;
-    const headWrap = this.availWrap;
-    let headFlags: number;
+    let headFlags = 0;
     if (indirect && area !== undefined) {
       const table = area.addr + id * area.entries * 16;
       const t = this.mem.view(table, n * 16);
       const dv = new DataView(t.buffer, t.byteOffset, t.byteLength);
       for (let s = 0; s < n; s++) {
-        const a = this.segAddr[s] as number;
+        const a = c.addr[s] as number;
         dv.setUint32(s * 16, a % 0x1_0000_0000, true);
         dv.setUint32(s * 16 + 4, Math.floor(a / 0x1_0000_0000), true);
-        dv.setUint32(s * 16 + 8, this.segLen[s] as number, true);
+        dv.setUint32(s * 16 + 8, c.len[s] as number, true);
         dv.setUint16(s * 16 + 12, 0, true);
-        dv.setUint16(s * 16 + 14, this.segWrite[s] === 1 ? VIRTQ_DESC_F_WRITE : 0, true);
+        dv.setUint16(s * 16 + 14, c.writable[s] === 1 ? VIRTQ_DESC_F_WRITE : 0, true);
       }
       this.writeDesc(headIdx, table, n * 16, id);
-      headFlags = VIRTQ_DESC_F_INDIRECT | this.availFlags(headWrap);
-      this.advance(1);
+      headFlags = VIRTQ_DESC_F_INDIRECT | this.availFlags(this.availWrap);
+      this.advance();
     } else {
-      headFlags = 0;
       for (let s = 0; s < n; s++) {
         const i = this.nextAvail;
-        const flags = (s < n - 1 ? VIRTQ_DESC_F_NEXT : 0) | (this.segWrite[s] === 1 ? VIRTQ_DESC_F_WRITE : 0) | this.availFlags(this.availWrap);
-        this.writeDesc(i, this.segAddr[s] as number, this.segLen[s] as number, id);
+        const flags = (s < n - 1 ? VIRTQ_DESC_F_NEXT : 0) | (c.writable[s] === 1 ? VIRTQ_DESC_F_WRITE : 0) | this.availFlags(this.availWrap);
+        this.writeDesc(i, c.addr[s] as number, c.len[s] as number, id);
         if (s === 0) headFlags = flags;
-        else this.desc16[i * 8 + 7] = flags;
-        this.advance(1);
+        else this.v.desc16[i * 8 + 7] = flags;
+        this.advance();
       }
     }
     // VIRTIO 1.2 §2.8, "Updating flags": the head's flags last, so the device never sees a partial chain.
-    Atomics.store(this.desc16, headIdx * 8 + 7, headFlags);
+    Atomics.store(this.v.desc16, headIdx * 8 + 7, headFlags);
     this.token[id] = token;
     this.slots[id] = ringSlots;
     this.outstanding[id] = 1;
     this.numFree -= ringSlots;
-    this.fifo[(this.fifoHead + this.fifoLen) % this.size] = id;
-    this.fifoLen++;
+    this.order.push(id);
     this.stats.added++;
-    this.segs = 0;
+    c.begin();
     return id;
   }
 
-  private advance(k: number): void {
-    this.nextAvail += k;
-    if (this.nextAvail >= this.size) {
-      this.nextAvail -= this.size;
+  private advance(): void {
+    if (++this.nextAvail === this.size) {
+      this.nextAvail = 0;
       this.availWrap ^= 1;
     }
   }
@@ -178,11 +157,11 @@ export class PackedDriver implements DriverQueue {
     const old = this.published;
     if (now === old) return false;
     this.published = now;
-    const flags = Atomics.load(this.deviceEvent, 1) & 3;
+    const flags = Atomics.load(this.v.deviceEvent, 1) & 3;
     let kick: boolean;
     if (flags === RING_EVENT_FLAGS_DISABLE) kick = false;
     else if (flags === RING_EVENT_FLAGS_DESC && this.o.eventIdx === true) {
-      kick = packedNeedEvent(this.size, Atomics.load(this.deviceEvent, 0), now, old);
+      kick = packedNeedEvent(this.size, Atomics.load(this.v.deviceEvent, 0), now, old);
     } else kick = true;
     if (kick) {
       this.stats.kicks++;
@@ -194,25 +173,17 @@ export class PackedDriver implements DriverQueue {
   popUsed(): number {
     if (this.batchLeft > 0) return this.takeFromBatch();
     const i = this.nextUsed;
-    const flags = Atomics.load(this.desc16, i * 8 + 7);
-    const avail = (flags & VIRTQ_DESC_F_AVAIL) !== 0 ? 1 : 0;
-    const used = (flags & VIRTQ_DESC_F_USED) !== 0 ? 1 : 0;
-    if (avail !== this.usedWrap || used !== this.usedWrap) return -1;
-    const id = this.desc16[i * 8 + 6] as number;
-    const len = this.desc32[i * 4 + 2] as number;
+    if (packedDescState(this.v.desc16, i, this.usedWrap) !== 2) return -1;
+    const id = this.v.desc16[i * 8 + 6] as number;
+    const len = this.v.desc32[i * 4 + 2] as number;
     if (id >= this.size || this.outstanding[id] !== 1) {
       throw new DriverError(`device returned used id ${id}, which is not an outstanding buffer (queue size ${this.size})`);
     }
     if (this.o.inOrder === true) {
       // VIRTIO 1.2 §2.8, "In-order use of descriptors": one used descriptor may stand for every buffer up to it.
-      let k = 0;
+      const k = this.order.countThrough(id);
       let skip = 0;
-      while (k < this.fifoLen) {
-        const f = this.fifo[(this.fifoHead + k) % this.size] as number;
-        skip += this.slots[f] as number;
-        k++;
-        if (f === id) break;
-      }
+      for (let j = 0; j < k; j++) skip += this.slots[this.order.at(j)] as number;
       this.moveUsed(skip);
       this.batchLeft = k;
       this.batchLen = len;
@@ -232,26 +203,13 @@ export class PackedDriver implements DriverQueue {
   }
 
   private takeFromBatch(): number {
-    const id = this.fifo[this.fifoHead] as number;
     this.batchLeft--;
     this.usedLen = this.batchLen;
-    return this.release(id);
+    return this.release(this.order.at(0));
   }
 
   private release(id: number): number {
-    if (this.fifo[this.fifoHead] === id) {
-      this.fifoHead = (this.fifoHead + 1) % this.size;
-      this.fifoLen--;
-    } else {
-      for (let k = 1; k < this.fifoLen; k++) {
-        if (this.fifo[(this.fifoHead + k) % this.size] === id) {
-          for (let j = k; j > 0; j--) this.fifo[(this.fifoHead + j) % this.size] = this.fifo[(this.fifoHead + j - 1) % this.size] as number;
-          this.fifoHead = (this.fifoHead + 1) % this.size;
-          this.fifoLen--;
-          break;
-        }
-      }
-    }
+    this.order.remove(id);
     this.numFree += this.slots[id] as number;
     this.freeIds[this.freeCount++] = id;
     this.outstanding[id] = 0;
@@ -260,18 +218,16 @@ export class PackedDriver implements DriverQueue {
   }
 
   disableInterrupts(): void {
-    Atomics.store(this.driverEvent, 1, RING_EVENT_FLAGS_DISABLE);
+    Atomics.store(this.v.driverEvent, 1, RING_EVENT_FLAGS_DISABLE);
   }
 
   enableInterrupts(): boolean {
     if (this.o.eventIdx === true) {
-      Atomics.store(this.driverEvent, 0, this.nextUsed | (this.usedWrap << 15));
-      Atomics.store(this.driverEvent, 1, RING_EVENT_FLAGS_DESC);
+      Atomics.store(this.v.driverEvent, 0, this.nextUsed | (this.usedWrap << 15));
+      Atomics.store(this.v.driverEvent, 1, RING_EVENT_FLAGS_DESC);
     } else {
-      Atomics.store(this.driverEvent, 1, RING_EVENT_FLAGS_ENABLE);
+      Atomics.store(this.v.driverEvent, 1, RING_EVENT_FLAGS_ENABLE);
     }
-    if (this.batchLeft > 0) return true;
-    const flags = Atomics.load(this.desc16, this.nextUsed * 8 + 7);
-    return ((flags & VIRTQ_DESC_F_AVAIL) !== 0 ? 1 : 0) === this.usedWrap && ((flags & VIRTQ_DESC_F_USED) !== 0 ? 1 : 0) === this.usedWrap;
+    return this.batchLeft > 0 || packedDescState(this.v.desc16, this.nextUsed, this.usedWrap) === 2;
   }
 }

@@ -9,7 +9,9 @@ import {
 } from '../virtio/constants.js';
 import type { GuestMemory } from '../virtio/guest-memory.js';
 import type { QueueAddresses } from '../virtio/queue.js';
-import { needEvent, ringView } from '../virtio/split-queue.js';
+import { splitViews, type SplitViews } from '../virtio/ring-views.js';
+import { needEvent } from '../virtio/split-queue.js';
+import { AvailOrder, ChainBuilder } from './chain-builder.js';
 import { DriverError, type DriverQueue, type DriverQueueOptions, type DriverStats } from './driver-queue.js';
 
 export class SplitDriver implements DriverQueue {
@@ -22,31 +24,20 @@ export class SplitDriver implements DriverQueue {
   private readonly mem: GuestMemory;
   private readonly o: DriverQueueOptions;
   private readonly mask: number;
-  private readonly desc32: Uint32Array;
-  private readonly desc16: Uint16Array;
-  private readonly avail: Uint16Array;
-  private readonly used16: Uint16Array;
-  private readonly used32: Uint32Array;
+  private readonly v: SplitViews;
   /** Chain links and the free list share one array, as the ring's next fields do. */
   private readonly next: Uint16Array;
   private freeHead = 0;
   private readonly token: Float64Array;
   private readonly chainDescs: Uint16Array;
   private readonly outstanding: Uint8Array;
-  /** Heads in the order they were made available (for IN_ORDER batches). */
-  private readonly fifo: Uint16Array;
-  private fifoHead = 0;
-  private fifoLen = 0;
+  private readonly order: AvailOrder;
+  private readonly chain: ChainBuilder;
   private batchLeft = 0;
   private batchLen = 0;
   private availIdx = 0;
   private publishedAvail = 0;
   private lastUsed = 0;
-  // The chain being built.
-  private readonly segAddr: Float64Array;
-  private readonly segLen: Uint32Array;
-  private readonly segWrite: Uint8Array;
-  private segs = 0;
 
   constructor(mem: GuestMemory, addresses: QueueAddresses, options: DriverQueueOptions = {}) {
     const n = addresses.size;
@@ -55,64 +46,53 @@ export class SplitDriver implements DriverQueue {
     this.mask = n - 1;
     this.addresses = { ...addresses };
     this.o = { ...options };
-    this.desc32 = ringView(mem, addresses.desc, 16 * n, Uint32Array, 'descriptor table');
-    this.desc16 = new Uint16Array(this.desc32.buffer, this.desc32.byteOffset, 8 * n);
-    this.avail = ringView(mem, addresses.driver, 2 * (n + 3), Uint16Array, 'available ring');
-    this.used16 = ringView(mem, addresses.device, 4 + 8 * n + 2, Uint16Array, 'used ring');
-    this.used32 = ringView(mem, addresses.device, 4 + 8 * n, Uint32Array, 'used ring');
+    this.v = splitViews(mem, addresses);
     this.next = new Uint16Array(n);
     this.token = new Float64Array(n);
     this.chainDescs = new Uint16Array(n);
     this.outstanding = new Uint8Array(n);
-    this.fifo = new Uint16Array(n);
-    const maxSegs = Math.max(n, options.indirectArea?.entries ?? 0);
-    this.segAddr = new Float64Array(maxSegs);
-    this.segLen = new Uint32Array(maxSegs);
-    this.segWrite = new Uint8Array(maxSegs);
+    this.order = new AvailOrder(n);
+    this.chain = new ChainBuilder(Math.max(n, options.indirectArea?.entries ?? 0));
     this.numFree = n;
     this.reset();
   }
 
   reset(): void {
-    this.desc32.fill(0);
-    this.avail.fill(0);
-    this.used16.fill(0);
+    this.v.desc32.fill(0);
+    this.v.avail.fill(0);
+    this.v.used16.fill(0);
     for (let i = 0; i < this.size; i++) this.next[i] = i + 1;
     this.freeHead = 0;
     this.numFree = this.size;
     this.outstanding.fill(0);
-    this.fifoHead = 0;
-    this.fifoLen = 0;
+    this.order.clear();
     this.batchLeft = 0;
     this.availIdx = 0;
     this.publishedAvail = 0;
     this.lastUsed = 0;
-    this.segs = 0;
+    this.chain.begin();
   }
 
   beginChain(): void {
-    this.segs = 0;
+    this.chain.begin();
   }
 
   addSegment(addr: number, len: number, writable: boolean): boolean {
-    if (this.segs >= this.segAddr.length) return false;
-    this.segAddr[this.segs] = addr;
-    this.segLen[this.segs] = len;
-    this.segWrite[this.segs] = writable ? 1 : 0;
-    this.segs++;
-    return true;
+    return this.chain.add(addr, len, writable);
   }
 
   private writeDesc(i: number, addr: number, len: number, flags: number, next: number): void {
-    this.desc32[i * 4] = addr % 0x1_0000_0000;
-    this.desc32[i * 4 + 1] = Math.floor(addr / 0x1_0000_0000);
-    this.desc32[i * 4 + 2] = len;
-    this.desc16[i * 8 + 6] = flags;
-    this.desc16[i * 8 + 7] = next;
+    const { desc32, desc16 } = this.v;
+    desc32[i * 4] = addr % 0x1_0000_0000;
+    desc32[i * 4 + 1] = Math.floor(addr / 0x1_0000_0000);
+    desc32[i * 4 + 2] = len;
+    desc16[i * 8 + 6] = flags;
+    desc16[i * 8 + 7] = next;
   }
 
   commitChain(token: number, indirect = false): number {
-    const n = this.segs;
+    const c = this.chain;
+    const n = c.count;
     if (n === 0) return -1;
     if (indirect) return this.commitIndirect(token);
     if (n > this.numFree) return -1;
@@ -121,8 +101,8 @@ export class SplitDriver implements DriverQueue {
     for (let s = 0; s < n; s++) {
       const last = s === n - 1;
       const nxt = this.next[i] as number;
-      const flags = (last ? 0 : VIRTQ_DESC_F_NEXT) | (this.segWrite[s] === 1 ? VIRTQ_DESC_F_WRITE : 0);
-      this.writeDesc(i, this.segAddr[s] as number, this.segLen[s] as number, flags, last ? 0 : nxt);
+      const flags = (last ? 0 : VIRTQ_DESC_F_NEXT) | (c.writable[s] === 1 ? VIRTQ_DESC_F_WRITE : 0);
+      this.writeDesc(i, c.addr[s] as number, c.len[s] as number, flags, last ? 0 : nxt);
       if (last) this.freeHead = nxt;
       else i = nxt;
     }
@@ -132,7 +112,8 @@ export class SplitDriver implements DriverQueue {
 
   private commitIndirect(token: number): number {
     const area = this.o.indirectArea;
-    const n = this.segs;
+    const c = this.chain;
+    const n = c.count;
     if (area === undefined || n > area.entries || this.numFree < 1) return -1;
     const head = this.freeHead;
     this.freeHead = this.next[head] as number;
@@ -142,11 +123,11 @@ export class SplitDriver implements DriverQueue {
     const dv = new DataView(t.buffer, t.byteOffset, t.byteLength);
     for (let s = 0; s < n; s++) {
       const last = s === n - 1;
-      const a = this.segAddr[s] as number;
+      const a = c.addr[s] as number;
       dv.setUint32(s * 16, a % 0x1_0000_0000, true);
       dv.setUint32(s * 16 + 4, Math.floor(a / 0x1_0000_0000), true);
-      dv.setUint32(s * 16 + 8, this.segLen[s] as number, true);
-      dv.setUint16(s * 16 + 12, (last ? 0 : VIRTQ_DESC_F_NEXT) | (this.segWrite[s] === 1 ? VIRTQ_DESC_F_WRITE : 0), true);
+      dv.setUint32(s * 16 + 8, c.len[s] as number, true);
+      dv.setUint16(s * 16 + 12, (last ? 0 : VIRTQ_DESC_F_NEXT) | (c.writable[s] === 1 ? VIRTQ_DESC_F_WRITE : 0), true);
       dv.setUint16(s * 16 + 14, last ? 0 : s + 1, true);
     }
     this.writeDesc(head, table, n * 16, VIRTQ_DESC_F_INDIRECT, 0);
@@ -157,12 +138,11 @@ export class SplitDriver implements DriverQueue {
     this.token[head] = token;
     this.chainDescs[head] = descs;
     this.outstanding[head] = 1;
-    this.avail[2 + (this.availIdx & this.mask)] = head;
+    this.v.avail[2 + (this.availIdx & this.mask)] = head;
     this.availIdx = (this.availIdx + 1) & 0xffff;
-    this.fifo[(this.fifoHead + this.fifoLen) % this.size] = head;
-    this.fifoLen++;
+    this.order.push(head);
     this.stats.added++;
-    this.segs = 0;
+    this.chain.begin();
     return head;
   }
 
@@ -170,11 +150,12 @@ export class SplitDriver implements DriverQueue {
     const old = this.publishedAvail;
     const now = this.availIdx;
     if (old === now) return false;
-    Atomics.store(this.avail, 1, now); // release: ring entries before the index
+    Atomics.store(this.v.avail, 1, now); // release: ring entries before the index
     this.publishedAvail = now;
-    const kick = this.o.eventIdx === true
-      ? needEvent(Atomics.load(this.used16, 2 + 4 * this.size), now, old) // avail_event (§2.7, "Available Buffer Notification Suppression")
-      : (Atomics.load(this.used16, 0) & VIRTQ_USED_F_NO_NOTIFY) === 0;
+    const kick =
+      this.o.eventIdx === true
+        ? needEvent(Atomics.load(this.v.used16, 2 + 4 * this.size), now, old) // avail_event
+        : (Atomics.load(this.v.used16, 0) & VIRTQ_USED_F_NO_NOTIFY) === 0;
     if (kick) {
       this.stats.kicks++;
       this.o.onKick?.();
@@ -184,19 +165,17 @@ export class SplitDriver implements DriverQueue {
 
   popUsed(): number {
     if (this.batchLeft > 0) return this.takeFromBatch();
-    if (Atomics.load(this.used16, 1) === this.lastUsed) return -1;
+    if (Atomics.load(this.v.used16, 1) === this.lastUsed) return -1;
     const slot = this.lastUsed & this.mask;
-    const id = this.used32[1 + slot * 2] as number;
-    const len = this.used32[2 + slot * 2] as number;
+    const id = this.v.used32[1 + slot * 2] as number;
+    const len = this.v.used32[2 + slot * 2] as number;
     this.lastUsed = (this.lastUsed + 1) & 0xffff;
     if (id >= this.size || this.outstanding[id] !== 1) {
       throw new DriverError(`device returned used id ${id}, which is not an outstanding chain (queue size ${this.size})`);
     }
     if (this.o.inOrder === true) {
       // VIRTIO 1.2 §2.7, "In-order use of descriptors": one used entry may stand for every buffer up to it.
-      let k = 0;
-      while (k < this.fifoLen && this.fifo[(this.fifoHead + k) % this.size] !== id) k++;
-      this.batchLeft = k + 1;
+      this.batchLeft = this.order.countThrough(id);
       this.batchLen = len;
       return this.takeFromBatch();
     }
@@ -205,28 +184,13 @@ export class SplitDriver implements DriverQueue {
   }
 
   private takeFromBatch(): number {
-    const id = this.fifo[this.fifoHead] as number;
     this.batchLeft--;
     this.usedLen = this.batchLen; // only the last of a batch has a meaningful length
-    return this.release(id);
+    return this.release(this.order.at(0));
   }
 
   private release(id: number): number {
-    // Drop id from the in-order FIFO (it is at the front when completions are in order).
-    if (this.fifo[this.fifoHead] === id) {
-      this.fifoHead = (this.fifoHead + 1) % this.size;
-      this.fifoLen--;
-    } else {
-      for (let k = 1; k < this.fifoLen; k++) {
-        const at = (this.fifoHead + k) % this.size;
-        if (this.fifo[at] === id) {
-          for (let j = k; j > 0; j--) this.fifo[(this.fifoHead + j) % this.size] = this.fifo[(this.fifoHead + j - 1) % this.size] as number;
-          this.fifoHead = (this.fifoHead + 1) % this.size;
-          this.fifoLen--;
-          break;
-        }
-      }
-    }
+    this.order.remove(id);
     const descs = this.chainDescs[id] as number;
     let tail = id;
     for (let s = 1; s < descs; s++) tail = this.next[tail] as number;
@@ -239,17 +203,12 @@ export class SplitDriver implements DriverQueue {
   }
 
   disableInterrupts(): void {
-    if (this.o.eventIdx !== true) this.avail[0] = VIRTQ_AVAIL_F_NO_INTERRUPT;
+    if (this.o.eventIdx !== true) this.v.avail[0] = VIRTQ_AVAIL_F_NO_INTERRUPT;
   }
 
   enableInterrupts(): boolean {
-    if (this.o.eventIdx === true) Atomics.store(this.avail, 2 + this.size, this.lastUsed); // used_event
-    else Atomics.store(this.avail, 0, 0);
-    return this.batchLeft > 0 || Atomics.load(this.used16, 1) !== this.lastUsed;
-  }
-
-  /** Sets used_event explicitly (event index), e.g. to be interrupted only after n more. */
-  setUsedEvent(idx: number): void {
-    Atomics.store(this.avail, 2 + this.size, idx & 0xffff);
+    if (this.o.eventIdx === true) Atomics.store(this.v.avail, 2 + this.size, this.lastUsed); // used_event
+    else Atomics.store(this.v.avail, 0, 0);
+    return this.batchLeft > 0 || Atomics.load(this.v.used16, 1) !== this.lastUsed;
   }
 }

@@ -15,7 +15,7 @@ import {
 import { ChainFault, chainFaultTier, DescriptorChain, Pop } from './descriptor-chain.js';
 import { u64, type GuestMemory } from './guest-memory.js';
 import { QueueConfigError, type DeviceQueue, type QueueAddresses, type QueueFeatures, type QueueStats } from './queue.js';
-import { ringView } from './split-queue.js';
+import { packedDescState, packedViews } from './ring-views.js';
 
 /**
  * Packed-ring event check (§2.8, "Event Suppression Structure Format"): did the move from `old` to `next` pass
@@ -68,10 +68,7 @@ export class PackedQueue implements DeviceQueue {
     this.size = n;
     this.features = { ...features };
     this.addresses = { ...a };
-    this.desc32 = ringView(mem, a.desc, 16 * n, Uint32Array, 'descriptor ring');
-    this.desc16 = new Uint16Array(this.desc32.buffer, this.desc32.byteOffset, 8 * n);
-    this.driverEvent = ringView(mem, a.driver, 4, Uint16Array, 'driver event suppression area');
-    this.deviceEvent = ringView(mem, a.device, 4, Uint16Array, 'device event suppression area');
+    ({ desc32: this.desc32, desc16: this.desc16, driverEvent: this.driverEvent, deviceEvent: this.deviceEvent } = packedViews(mem, a));
     this.views = mem.regions.map((r) => new DataView(r.bytes.buffer, r.bytes.byteOffset, r.bytes.byteLength));
   }
 
@@ -80,11 +77,7 @@ export class PackedQueue implements DeviceQueue {
   }
 
   private isAvailable(i: number, wrap: number): boolean {
-    // §2.8, "Driver and Device Ring Wrap Counters": available when AVAIL equals the wrap counter and USED does not.
-    const flags = Atomics.load(this.desc16, i * 8 + 7);
-    const avail = (flags & VIRTQ_DESC_F_AVAIL) !== 0 ? 1 : 0;
-    const used = (flags & VIRTQ_DESC_F_USED) !== 0 ? 1 : 0;
-    return avail === wrap && used !== wrap;
+    return packedDescState(this.desc16, i, wrap) === 1;
   }
 
   hasAvailable(): boolean {

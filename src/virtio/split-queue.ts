@@ -10,29 +10,12 @@ import {
 } from './constants.js';
 import { ChainFault, chainFaultTier, DescriptorChain, Pop } from './descriptor-chain.js';
 import { u64, type GuestMemory } from './guest-memory.js';
+import { splitViews } from './ring-views.js';
 import { QueueConfigError, type DeviceQueue, type QueueAddresses, type QueueFeatures, type QueueStats } from './queue.js';
 
 /** vring_need_event (§2.7, "Used Buffer Notification Suppression"): did [old, new) cross event? 16-bit arithmetic. */
 export function needEvent(event: number, newIdx: number, old: number): boolean {
   return ((newIdx - event - 1) & 0xffff) < ((newIdx - old) & 0xffff);
-}
-
-/** Typed-array views of `len` bytes at guest address `addr`, which must sit in one region, aligned. */
-export function ringView<T extends Uint16Array | Uint32Array>(
-  mem: GuestMemory,
-  addr: number,
-  len: number,
-  Kind: { new (b: ArrayBufferLike, o: number, n: number): T; BYTES_PER_ELEMENT: number },
-  what: string,
-): T {
-  const r = mem.regionOf(addr, len);
-  if (r < 0) throw new QueueConfigError(`${what} at 0x${addr.toString(16)} (${len} bytes) is not inside one region of guest memory`);
-  const reg = mem.regions[r]!;
-  const off = reg.bytes.byteOffset + (addr - reg.gpa);
-  if (off % Kind.BYTES_PER_ELEMENT !== 0) {
-    throw new QueueConfigError(`${what} at 0x${addr.toString(16)} is not ${Kind.BYTES_PER_ELEMENT}-byte aligned in host memory`);
-  }
-  return new Kind(reg.bytes.buffer, off, len / Kind.BYTES_PER_ELEMENT);
 }
 
 export class SplitQueue implements DeviceQueue {
@@ -73,13 +56,7 @@ export class SplitQueue implements DeviceQueue {
     this.mask = n - 1;
     this.features = { ...features };
     this.addresses = { ...a };
-    this.desc32 = ringView(mem, a.desc, 16 * n, Uint32Array, 'descriptor table');
-    this.desc16 = new Uint16Array(this.desc32.buffer, this.desc32.byteOffset, 8 * n);
-    // flags, idx, ring[n], used_event
-    this.avail = ringView(mem, a.driver, 2 * (n + 3), Uint16Array, 'available ring');
-    // flags, idx, ring[n] of {id u32, len u32}, avail_event
-    this.used16 = ringView(mem, a.device, 4 + 8 * n + 2, Uint16Array, 'used ring');
-    this.used32 = ringView(mem, a.device, 4 + 8 * n, Uint32Array, 'used ring');
+    ({ desc32: this.desc32, desc16: this.desc16, avail: this.avail, used16: this.used16, used32: this.used32 } = splitViews(mem, a));
     this.views = mem.regions.map((r) => new DataView(r.bytes.buffer, r.bytes.byteOffset, r.bytes.byteLength));
   }
 
