@@ -26,7 +26,7 @@ export const ChainFault = {
   INDEX_OUT_OF_RANGE: 17,
   /** An indirect descriptor inside an indirect table (§2.7, "Indirect Descriptors"). */
   NESTED_INDIRECT: 18,
-  /** An indirect table whose length is zero, not a multiple of 16, or longer than allowed. */
+  /** An indirect table whose length is zero, not a multiple of 16, or over maxIndirectEntries. */
   INDIRECT_BAD_LENGTH: 19,
   /** The available index moved by more than the queue size (§2.7, "The Virtqueue Available Ring"). */
   AVAIL_INDEX_JUMP: 20,
@@ -41,6 +41,19 @@ export const ChainFault = {
 export type ChainFaultCode = (typeof ChainFault)[keyof typeof ChainFault];
 
 const NAMES = new Map<number, string>(Object.entries(ChainFault).map(([k, v]) => [v, k]));
+
+/**
+ * Most entries an indirect table may hold: the queue size, but at least 1024,
+ * since drivers may hand a small queue a longer indirect table.
+ */
+export function maxIndirectEntries(queueSize: number): number {
+  return Math.max(queueSize, 1024);
+}
+
+/** Segments a chain of a queue of this size can hold (descriptors crossing regions split in two). */
+export function chainCapacity(queueSize: number): number {
+  return 2 * (queueSize + maxIndirectEntries(queueSize)) + 8;
+}
 
 export function chainFaultName(code: number): string {
   return NAMES.get(code) ?? `UNKNOWN_${code}`;

@@ -12,7 +12,7 @@ import {
   VIRTQ_DESC_F_USED,
   VIRTQ_DESC_F_WRITE,
 } from './constants.js';
-import { ChainFault, chainFaultTier, DescriptorChain, Pop } from './descriptor-chain.js';
+import { ChainFault, chainCapacity, chainFaultTier, DescriptorChain, maxIndirectEntries, Pop } from './descriptor-chain.js';
 import { u64, type GuestMemory } from './guest-memory.js';
 import { QueueConfigError, type DeviceQueue, type QueueAddresses, type QueueFeatures, type QueueStats } from './queue.js';
 import { packedDescState, packedViews } from './ring-views.js';
@@ -73,7 +73,7 @@ export class PackedQueue implements DeviceQueue {
   }
 
   newChain(): DescriptorChain {
-    return new DescriptorChain(2 * this.size + 8);
+    return new DescriptorChain(chainCapacity(this.size));
   }
 
   private isAvailable(i: number, wrap: number): boolean {
@@ -107,7 +107,7 @@ export class PackedQueue implements DeviceQueue {
         if ((flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
           if (!this.features.indirect) fault = ChainFault.INDIRECT_NOT_NEGOTIATED;
           else if ((flags & VIRTQ_DESC_F_NEXT) !== 0) fault = ChainFault.INDIRECT_WITH_NEXT;
-          else fault = this.walkIndirect(chain, addr, len, this.size - slots + 1);
+          else fault = this.walkIndirect(chain, addr, len);
         } else {
           fault = chain.addBuffer(this.mem, addr, len, (flags & VIRTQ_DESC_F_WRITE) !== 0, flags);
         }
@@ -132,8 +132,8 @@ export class PackedQueue implements DeviceQueue {
   }
 
   // §2.8, "Indirect Flag: Scatter-Gather Support": an indirect table holds packed descriptors used in order; NEXT and ids there are ignored.
-  private walkIndirect(chain: DescriptorChain, addr: number, len: number, budget: number): number {
-    if (len === 0 || len % 16 !== 0 || len / 16 > Math.max(budget, this.size)) return ChainFault.INDIRECT_BAD_LENGTH;
+  private walkIndirect(chain: DescriptorChain, addr: number, len: number): number {
+    if (len === 0 || len % 16 !== 0 || len / 16 > maxIndirectEntries(this.size)) return ChainFault.INDIRECT_BAD_LENGTH;
     const r = addr < 0 ? -1 : this.mem.regionOf(addr, len);
     if (r < 0) return ChainFault.BUFFER_OUT_OF_MEMORY;
     chain.indirect = true;

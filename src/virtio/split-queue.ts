@@ -8,7 +8,7 @@ import {
   VIRTQ_DESC_F_WRITE,
   VIRTQ_USED_F_NO_NOTIFY,
 } from './constants.js';
-import { ChainFault, chainFaultTier, DescriptorChain, Pop } from './descriptor-chain.js';
+import { ChainFault, chainCapacity, chainFaultTier, DescriptorChain, maxIndirectEntries, Pop } from './descriptor-chain.js';
 import { u64, type GuestMemory } from './guest-memory.js';
 import { splitViews } from './ring-views.js';
 import { QueueConfigError, type DeviceQueue, type QueueAddresses, type QueueFeatures, type QueueStats } from './queue.js';
@@ -61,7 +61,7 @@ export class SplitQueue implements DeviceQueue {
   }
 
   newChain(): DescriptorChain {
-    return new DescriptorChain(2 * this.size + 8);
+    return new DescriptorChain(chainCapacity(this.size));
   }
 
   hasAvailable(): boolean {
@@ -105,7 +105,7 @@ export class SplitQueue implements DeviceQueue {
         // VIRTIO 1.2 §2.7, "Indirect Descriptors": not with NEXT; a table of whole descriptors.
         if (!this.features.indirect) return ChainFault.INDIRECT_NOT_NEGOTIATED;
         if ((flags & VIRTQ_DESC_F_NEXT) !== 0) return ChainFault.INDIRECT_WITH_NEXT;
-        return this.walkIndirect(chain, addr, len, budget);
+        return this.walkIndirect(chain, addr, len);
       }
       const fault = chain.addBuffer(mem, addr, len, (flags & VIRTQ_DESC_F_WRITE) !== 0, flags);
       if (fault !== ChainFault.NONE) return fault;
@@ -115,8 +115,8 @@ export class SplitQueue implements DeviceQueue {
     }
   }
 
-  private walkIndirect(chain: DescriptorChain, addr: number, len: number, budget: number): number {
-    if (len === 0 || len % 16 !== 0 || len / 16 > this.size) return ChainFault.INDIRECT_BAD_LENGTH;
+  private walkIndirect(chain: DescriptorChain, addr: number, len: number): number {
+    if (len === 0 || len % 16 !== 0 || len / 16 > maxIndirectEntries(this.size)) return ChainFault.INDIRECT_BAD_LENGTH;
     const r = addr < 0 ? -1 : this.mem.regionOf(addr, len);
     if (r < 0) return ChainFault.BUFFER_OUT_OF_MEMORY;
     chain.indirect = true;
@@ -124,7 +124,7 @@ export class SplitQueue implements DeviceQueue {
     const dv = this.views[r] as DataView;
     const base = addr - this.mem.regions[r]!.gpa;
     let i = 0;
-    let left = Math.max(budget, count);
+    let left = count; // a walk inside the table visits each entry at most once
     for (;;) {
       if (left-- === 0) return ChainFault.LOOP;
       const o = base + i * 16;
