@@ -1,16 +1,23 @@
-// `npm run bench [-- SUITE...] [--seconds S] [--reps N]`: runs benchmark
+// `npm run bench [-- SUITE...] [--seconds S] [--reps N] [--chains N]`: runs benchmark
 // suites, prints a table per suite and writes bench/results/<suite>.json.
 // Suites that need a TAP run inside a network namespace made for the run.
 import { parseArgs } from 'node:util';
 
 import { canMakeNetns, insideNetns, runInNetns } from '../scripts/netns.mjs';
 import { printTable, type Row, writeSuite } from './lib/report.js';
+import { runRingBench } from './ring.js';
 import { runTapBench } from './tap.js';
 
-const SUITES: Record<string, { needsTap: boolean; run: (o: { seconds: number; reps: number }) => Promise<Row[]> }> = {
+const progress = (m: string) => process.stderr.write(`  ${m}\n`);
+
+const SUITES: Record<string, { needsTap: boolean; run: (o: { seconds: number; reps: number; chains: number }) => Promise<Row[]> }> = {
+  ring: {
+    needsTap: false,
+    run: async (o) => runRingBench({ chains: o.chains, progress }),
+  },
   tap: {
     needsTap: true,
-    run: (o) => runTapBench({ ...o, sizes: [64, 1500], progress: (m) => process.stderr.write(`  ${m}\n`) }),
+    run: (o) => runTapBench({ ...o, sizes: [64, 1500], progress }),
   },
 };
 
@@ -19,6 +26,7 @@ const { values, positionals } = parseArgs({
   options: {
     seconds: { type: 'string', default: '3' },
     reps: { type: 'string', default: '3' },
+    chains: { type: 'string', default: '10000000' },
   },
 });
 
@@ -31,6 +39,11 @@ for (const s of chosen) {
 }
 const seconds = Number(values.seconds);
 const reps = Number(values.reps);
+const chains = Number(values.chains);
+if (!Number.isInteger(chains) || chains < 1000 || chains > 1e9) {
+  console.error('--chains must be an integer from 1000 to 1e9');
+  process.exit(2);
+}
 if (!(seconds > 0 && seconds <= 60) || !Number.isInteger(reps) || reps < 1 || reps > 20) {
   console.error('--seconds must be in (0, 60] and --reps an integer from 1 to 20');
   process.exit(2);
@@ -48,7 +61,7 @@ for (const s of chosen) {
   const suite = SUITES[s];
   if (suite === undefined) continue;
   process.stderr.write(`suite ${s}\n`);
-  const rows = await suite.run({ seconds, reps });
+  const rows = await suite.run({ seconds, reps, chains });
   printTable(s, rows);
   console.log(`wrote ${writeSuite(s, rows)}`);
 }

@@ -7,3 +7,24 @@ export { IoPlan, registerIoRegion, unregisterIoRegion } from './tap/io-plan.js';
 export { native } from './tap/binding.js';
 export type { NativeBinding, NativeConstants, NativePoller } from './tap/binding.js';
 export { parseMac, formatMac, randomMac, parseIpv4, formatIpv4, parseCidr } from './util/addr.js';
+
+// Virtio core (device side): guest memory, both ring layouts, chains, the device core.
+export * from './virtio/constants.js';
+export { GuestMemory, GuestMemoryError, checkedAdd, MAX_GUEST_ADDRESS } from './virtio/guest-memory.js';
+export type { MemoryRegion, RegionSpec } from './virtio/guest-memory.js';
+export { DescriptorChain, ChainFault, Pop, chainFaultName, chainFaultTier } from './virtio/descriptor-chain.js';
+export { QueueConfigError } from './virtio/queue.js';
+export type { DeviceQueue, QueueAddresses, QueueFeatures, QueueStats } from './virtio/queue.js';
+export { SplitQueue, needEvent } from './virtio/split-queue.js';
+export { PackedQueue, packedNeedEvent } from './virtio/packed-queue.js';
+export { VirtioDeviceCore } from './virtio/device.js';
+export type { InterruptKind, DeviceCoreOptions, DeviceCoreStats } from './virtio/device.js';
+
+// The guest side in TypeScript.
+export { SplitDriver } from './driver/split-driver.js';
+export { PackedDriver } from './driver/packed-driver.js';
+export { DriverError } from './driver/driver-queue.js';
+export type { DriverQueue, DriverQueueOptions, DriverStats } from './driver/driver-queue.js';
+export { GuestAllocator, splitLayout, packedLayout } from './driver/layout.js';
+export { makeQueueRig } from './driver/rig.js';
+export type { QueueRig, QueueRigOptions, RingLayout } from './driver/rig.js';

@@ -75,8 +75,10 @@ describe.each(['split', 'packed'] as const)('%s ring', (layout) => {
     t.driver.addSegment(inb, 200, true);
     expect(t.driver.commitChain(42)).toBeGreaterThanOrEqual(0);
     t.driver.publish();
+    t.chain.recordDescriptors = true; // what a trace turns on
     expect(t.q.popChain(t.chain)).toBe(Pop.CHAIN);
     expect([t.chain.readable, t.chain.count, t.chain.readableBytes, t.chain.writableBytes]).toEqual([1, 2, 100, 200]);
+    expect([t.chain.descriptors, t.chain.descAddr[0], t.chain.descLen[1], t.chain.descFlags[1]! & 2]).toEqual([2, out, 200, 2]);
     expect(t.chain.addr[1]).toBe(inb);
     expect(t.q.popChain(t.chain)).toBe(Pop.EMPTY);
     t.q.addUsed(t.chain.head, 150, t.chain.ringSlots);

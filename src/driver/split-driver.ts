@@ -83,8 +83,13 @@ export class SplitDriver implements DriverQueue {
 
   private writeDesc(i: number, addr: number, len: number, flags: number, next: number): void {
     const { desc32, desc16 } = this.v;
-    desc32[i * 4] = addr % 0x1_0000_0000;
-    desc32[i * 4 + 1] = Math.floor(addr / 0x1_0000_0000);
+    if (addr < 0x1_0000_0000) {
+      desc32[i * 4] = addr;
+      desc32[i * 4 + 1] = 0;
+    } else {
+      desc32[i * 4] = addr % 0x1_0000_0000;
+      desc32[i * 4 + 1] = Math.floor(addr / 0x1_0000_0000);
+    }
     desc32[i * 4 + 2] = len;
     desc16[i * 8 + 6] = flags;
     desc16[i * 8 + 7] = next;

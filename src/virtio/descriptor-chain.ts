@@ -99,7 +99,9 @@ export class DescriptorChain {
   readonly region: Int32Array;
   readonly offset: Float64Array;
   readonly len: Uint32Array;
-  /** Per descriptor as walked (for traces): address, length, flags. */
+  /** When true, each descriptor walked is recorded in descAddr/descLen/descFlags (for traces; off costs nothing). */
+  recordDescriptors = false;
+  /** Per descriptor as walked, when recordDescriptors: address, length, flags. */
   readonly descAddr: Float64Array;
   readonly descLen: Uint32Array;
   readonly descFlags: Uint16Array;
@@ -134,7 +136,7 @@ export class DescriptorChain {
    */
   addBuffer(mem: GuestMemory, addr: number, len: number, writable: boolean, flags: number): number {
     const d = this.descriptors;
-    if (d < this.capacity) {
+    if (this.recordDescriptors && d < this.capacity) {
       this.descAddr[d] = addr;
       this.descLen[d] = len;
       this.descFlags[d] = flags;

@@ -19,11 +19,13 @@ export class GuestMemoryError extends Error {
 
 /**
  * The one overflow-checked add for guest addresses: a + b, or -1 when the sum
- * is not an exact integer below 2^53. Inputs must be non-negative integers.
+ * is not below 2^53 (where it could be inexact) or an input is negative.
+ * Inputs are integers by construction (u32 lengths, u64() addresses); a sum
+ * of two integers that is <= 2^53 - 1 is exact.
  */
 export function checkedAdd(a: number, b: number): number {
   const s = a + b;
-  return s <= MAX_GUEST_ADDRESS && Number.isSafeInteger(a) && Number.isSafeInteger(b) && a >= 0 && b >= 0 ? s : -1;
+  return s <= MAX_GUEST_ADDRESS && a >= 0 && b >= 0 ? s : -1;
 }
 
 /** Reads a little-endian u64 from two u32 halves; -1 when it exceeds 2^53. */
