@@ -12,7 +12,7 @@ import {
 import type { GuestMemory } from '../virtio/guest-memory.js';
 import { foldPosition, packedNeedEvent } from '../virtio/packed-queue.js';
 import type { QueueAddresses } from '../virtio/queue.js';
-import { packedDescState, packedViews, type PackedViews } from '../virtio/ring-views.js';
+import { packedDescState, packedViews, storeAddress, type PackedViews } from '../virtio/ring-views.js';
 import { AvailOrder, ChainBuilder } from './chain-builder.js';
 import { DriverError, type DriverQueue, type DriverQueueOptions, type DriverStats } from './driver-queue.js';
 
@@ -91,13 +91,7 @@ export class PackedDriver implements DriverQueue {
 
   private writeDesc(i: number, addr: number, len: number, id: number): void {
     const { desc32, desc16 } = this.v;
-    if (addr < 0x1_0000_0000) {
-      desc32[i * 4] = addr;
-      desc32[i * 4 + 1] = 0;
-    } else {
-      desc32[i * 4] = addr % 0x1_0000_0000;
-      desc32[i * 4 + 1] = Math.floor(addr / 0x1_0000_0000);
-    }
+    storeAddress(desc32, i * 4, addr);
     desc32[i * 4 + 2] = len;
     desc16[i * 8 + 6] = id;
   }

@@ -9,7 +9,7 @@ import {
 } from '../virtio/constants.js';
 import type { GuestMemory } from '../virtio/guest-memory.js';
 import type { QueueAddresses } from '../virtio/queue.js';
-import { splitViews, type SplitViews } from '../virtio/ring-views.js';
+import { splitViews, storeAddress, type SplitViews } from '../virtio/ring-views.js';
 import { needEvent } from '../virtio/split-queue.js';
 import { AvailOrder, ChainBuilder } from './chain-builder.js';
 import { DriverError, type DriverQueue, type DriverQueueOptions, type DriverStats } from './driver-queue.js';
@@ -83,13 +83,7 @@ export class SplitDriver implements DriverQueue {
 
   private writeDesc(i: number, addr: number, len: number, flags: number, next: number): void {
     const { desc32, desc16 } = this.v;
-    if (addr < 0x1_0000_0000) {
-      desc32[i * 4] = addr;
-      desc32[i * 4 + 1] = 0;
-    } else {
-      desc32[i * 4] = addr % 0x1_0000_0000;
-      desc32[i * 4 + 1] = Math.floor(addr / 0x1_0000_0000);
-    }
+    storeAddress(desc32, i * 4, addr);
     desc32[i * 4 + 2] = len;
     desc16[i * 8 + 6] = flags;
     desc16[i * 8 + 7] = next;

@@ -65,6 +65,17 @@ export function packedViews(mem: GuestMemory, a: QueueAddresses): PackedViews {
   };
 }
 
+/** Stores a guest address as the little-endian u64 at u32 index i (addresses are exact below 2^53). */
+export function storeAddress(u32: Uint32Array, i: number, addr: number): void {
+  if (addr < 0x1_0000_0000) {
+    u32[i] = addr;
+    u32[i + 1] = 0;
+  } else {
+    u32[i] = addr % 0x1_0000_0000;
+    u32[i + 1] = Math.floor(addr / 0x1_0000_0000);
+  }
+}
+
 /**
  * The state of packed descriptor i, read with acquire ordering (§2.8, "Driver
  * and Device Ring Wrap Counters"): 1 available for wrap `wrap`, 2 used for
