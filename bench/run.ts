@@ -13,7 +13,7 @@ const progress = (m: string) => process.stderr.write(`  ${m}\n`);
 const SUITES: Record<string, { needsTap: boolean; run: (o: { seconds: number; reps: number; chains: number }) => Promise<Row[]> }> = {
   ring: {
     needsTap: false,
-    run: async (o) => runRingBench({ chains: o.chains, progress }),
+    run: async (o) => runRingBench({ chains: o.chains, reps: o.reps, progress }),
   },
   tap: {
     needsTap: true,

@@ -210,6 +210,35 @@ describe.each(['split', 'packed'] as const)('%s ring', (layout) => {
     expect(q.flushUsed()).toBe(false);
   });
 
+  it('the event-index decision across the used index wrap', () => {
+    const t = setup(layout, 8, { eventIdx: true });
+    const buf = t.alloc.alloc(16);
+    const round = (n: number) => {
+      for (let i = 0; i < n; i++) {
+        t.driver.beginChain();
+        t.driver.addSegment(buf, 16, true);
+        t.driver.commitChain(i);
+      }
+      t.driver.publish();
+      while (t.q.popChain(t.chain) === Pop.CHAIN) t.q.addUsed(t.chain.head, 16, t.chain.ringSlots);
+      const notify = t.q.flushUsed();
+      while (t.driver.popUsed() >= 0);
+      return notify;
+    };
+    // Bring the used index (split) or the wrap counters (packed) to just before a wrap.
+    const laps = layout === 'split' ? 65534 : 8 * 2 - 2;
+    for (let done = 0; done < laps; ) {
+      const n = Math.min(8, laps - done);
+      round(n);
+      done += n;
+    }
+    t.driver.enableInterrupts(); // event at the next used entry: the last before the wrap
+    expect(round(4)).toBe(true); // the batch crosses the wrap and passes the event
+    expect(round(4)).toBe(false); // the event is behind now, and the driver has not moved it
+    t.driver.enableInterrupts();
+    expect(round(1)).toBe(true);
+  });
+
   it('a queue configuration the spec forbids is refused once, at activation', () => {
     const rig = makeQueueRig({ layout, size: 8 });
     const f = rig.features;

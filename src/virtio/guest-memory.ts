@@ -50,7 +50,10 @@ export class GuestMemory {
   readonly regions: readonly MemoryRegion[];
   /** Native I/O region index per region, or -1 before registerIo(). */
   private ioIndex: number[];
-  private lastHit = 0;
+  // The last region regionOf found, as plain numbers: most lookups hit it.
+  private hitIndex = 0;
+  private hitStart = 0;
+  private hitEnd = -1;
 
   constructor(regions: RegionSpec[]) {
     if (regions.length === 0) throw new GuestMemoryError('ERR_GUEST_MEMORY_EMPTY', 'guest memory needs at least one region');
@@ -86,13 +89,14 @@ export class GuestMemory {
   regionOf(addr: number, len: number): number {
     const end = checkedAdd(addr, len);
     if (end < 0) return -1;
+    if (addr >= this.hitStart && end <= this.hitEnd) return this.hitIndex;
     const regions = this.regions;
-    const hit = regions[this.lastHit];
-    if (hit !== undefined && addr >= hit.gpa && end <= hit.gpa + hit.size) return this.lastHit;
     for (let i = 0; i < regions.length; i++) {
       const r = regions[i] as MemoryRegion;
       if (addr >= r.gpa && end <= r.gpa + r.size) {
-        this.lastHit = i;
+        this.hitIndex = i;
+        this.hitStart = r.gpa;
+        this.hitEnd = r.gpa + r.size;
         return i;
       }
     }

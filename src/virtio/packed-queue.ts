@@ -96,24 +96,26 @@ export class PackedQueue implements DeviceQueue {
     let id = 0;
     // Walk to the chain's end even after a tier-1 fault: the buffer id is in
     // the last descriptor, and the ring position must move past the chain.
+    const size = this.size;
     for (;;) {
-      if (slots >= this.size) return this.breakRing(chain, ChainFault.LOOP);
-      const addr = u64(d32[idx * 4] as number, d32[idx * 4 + 1] as number);
-      const len = d32[idx * 4 + 2] as number;
-      id = d16[idx * 8 + 6] as number;
+      if (slots >= size) return this.breakRing(chain, ChainFault.LOOP);
       const flags = d16[idx * 8 + 7] as number;
       slots++;
       if (fault === ChainFault.NONE) {
         if ((flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
           if (!this.features.indirect) fault = ChainFault.INDIRECT_NOT_NEGOTIATED;
           else if ((flags & VIRTQ_DESC_F_NEXT) !== 0) fault = ChainFault.INDIRECT_WITH_NEXT;
-          else fault = this.walkIndirect(chain, addr, len);
+          else fault = this.walkIndirect(chain, u64(d32[idx * 4] as number, d32[idx * 4 + 1] as number), d32[idx * 4 + 2] as number);
         } else {
-          fault = chain.addBuffer(this.mem, addr, len, (flags & VIRTQ_DESC_F_WRITE) !== 0, flags);
+          const addr = u64(d32[idx * 4] as number, d32[idx * 4 + 1] as number);
+          fault = chain.addBuffer(this.mem, addr, d32[idx * 4 + 2] as number, (flags & VIRTQ_DESC_F_WRITE) !== 0, flags);
         }
       }
-      if ((flags & VIRTQ_DESC_F_NEXT) === 0) break;
-      idx = idx + 1 === this.size ? 0 : idx + 1;
+      if ((flags & VIRTQ_DESC_F_NEXT) === 0) {
+        id = d16[idx * 8 + 6] as number; // §2.8: the buffer id is in the chain's last descriptor
+        break;
+      }
+      idx = idx + 1 === size ? 0 : idx + 1;
     }
     chain.head = id;
     chain.ringSlots = slots;
