@@ -142,6 +142,13 @@ export class TapQueue extends EventEmitter<{ readable: []; writable: []; error: 
     return this.n.readvBatch(this.fdValue, plan.plan, plan.frames, plan.results);
   }
 
+  /** TUNSETQUEUE: attach (true) or detach (false) this queue of a multi-queue TAP from the kernel's steering. */
+  setEnabled(enabled: boolean): void {
+    if (this.fdValue < 0) throw this.closedError('setEnabled');
+    const rc = this.n.tunSetQueue(this.fdValue, enabled ? 1 : 0);
+    if (rc < 0) throw errnoError(rc, 'TUNSETQUEUE', this.tap.name, `${enabled ? 'attaching' : 'detaching'} queue ${this.index}`);
+  }
+
   /** Stops the poller before the fd closes, so the loop never watches a stale fd. */
   close(): void {
     if (this.fdValue < 0) return;

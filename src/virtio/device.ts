@@ -1,6 +1,8 @@
 // The transport-independent core of a virtio device: feature negotiation,
 // the status machine (VIRTIO 1.2 §2.1, §3.1.1), queue activation, and the
 // three tiers of failure. A concrete device (net) supplies processQueue.
+import { EventEmitter } from 'node:events';
+
 import {
   VIRTIO_CONFIG_S_DRIVER_OK,
   VIRTIO_CONFIG_S_FAILED,
@@ -37,7 +39,11 @@ export interface DeviceCoreOptions {
   interrupt: (kind: InterruptKind, queue: number) => void;
 }
 
-export abstract class VirtioDeviceCore {
+/**
+ * Emits 'error' (tier 3: a host failure such as the TAP going away) with an
+ * Error; the device stops using what failed but the process goes on.
+ */
+export abstract class VirtioDeviceCore extends EventEmitter {
   readonly deviceFeatures: bigint;
   driverFeatures = 0n;
   status = 0;
@@ -48,6 +54,7 @@ export abstract class VirtioDeviceCore {
   protected readonly raise: (kind: InterruptKind, queue: number) => void;
 
   constructor(o: DeviceCoreOptions) {
+    super();
     this.deviceFeatures = o.features;
     this.queues = Array.from({ length: o.numQueues }, () => null);
     this.raise = o.interrupt;

@@ -209,6 +209,15 @@ export class PackedQueue implements DeviceQueue {
     return this.hasAvailable();
   }
 
+  savePosition(): number {
+    return this.nextAvail | (this.availWrap << 16);
+  }
+
+  restorePosition(position: number): void {
+    this.nextAvail = position & 0xffff;
+    this.availWrap = (position >>> 16) & 1;
+  }
+
   reset(): void {
     this.nextAvail = 0;
     this.availWrap = 1;

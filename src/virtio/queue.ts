@@ -58,6 +58,9 @@ export interface DeviceQueue {
   disableNotifications(): void;
   /** Ask the driver to kick again; true when chains arrived meanwhile (pop them). */
   enableNotifications(): boolean;
+  /** Where the next pop will read; restorePosition(p) un-pops every chain popped since (on EAGAIN, say). */
+  savePosition(): number;
+  restorePosition(position: number): void;
   /** Back to the state after activation. */
   reset(): void;
 }

@@ -191,6 +191,14 @@ export class SplitQueue implements DeviceQueue {
     return this.hasAvailable();
   }
 
+  savePosition(): number {
+    return this.nextAvail;
+  }
+
+  restorePosition(position: number): void {
+    this.nextAvail = position & 0xffff;
+  }
+
   reset(): void {
     this.nextAvail = 0;
     this.usedIdx = 0;

@@ -1,0 +1,312 @@
+// The virtio-net device (VIRTIO 1.2 §5.1) over a TAP. Queues: receiveq1,
+// transmitq1, ..., receiveqN, transmitqN, then controlq (§5.1.2). Pair i is
+// served by TAP queue i (IFF_MULTI_QUEUE for N > 1).
+import type { Tap, TapQueue } from '../tap/tap.js';
+import { TunOffload } from '../tap/tap.js';
+import { parseMac, randomMac } from '../util/addr.js';
+import { bit, hasFeature } from '../virtio/constants.js';
+import { VirtioDeviceCore, type InterruptKind } from '../virtio/device.js';
+import type { DeviceQueue } from '../virtio/queue.js';
+import { NetConfig } from './config.js';
+import {
+  NET_HDR_SIZE,
+  VIRTIO_NET_F_GUEST_CSUM,
+  VIRTIO_NET_F_GUEST_ECN,
+  VIRTIO_NET_F_GUEST_TSO4,
+  VIRTIO_NET_F_GUEST_TSO6,
+  VIRTIO_NET_F_GUEST_UFO,
+  VIRTIO_NET_F_GUEST_USO4,
+  VIRTIO_NET_F_GUEST_USO6,
+  VIRTIO_NET_F_CTRL_VLAN,
+  VIRTIO_NET_S_ANNOUNCE,
+  VIRTIO_NET_S_LINK_UP,
+} from './constants.js';
+import { ControlQueue } from './control-queue.js';
+import { featureDependencyError, featureMask, NET_FEATURES, type NetFeatureSwitches } from './features.js';
+import { RxFilter } from './filter.js';
+import { NetMetrics } from './metrics.js';
+import type { NetQueueContext } from './queue-context.js';
+import { RateLimiter, type RateLimit } from './rate-limiter.js';
+import { RxQueue } from './rx.js';
+import { TxQueue } from './tx.js';
+
+export interface NetDeviceOptions {
+  /** Opened with vnetHdr (12-byte header) and one queue per pair. */
+  tap: Tap;
+  /** The guest's MAC (config space); default a random local one. */
+  mac?: string | Uint8Array;
+  /** MTU offered in config space; default the TAP's. */
+  mtu?: number;
+  /** Feature switches over the defaults (everything on). */
+  features?: NetFeatureSwitches;
+  rateLimit?: { tx?: RateLimit; rx?: RateLimit };
+  /** Raised for used buffers (with the virtqueue index) and config changes. */
+  interrupt: (kind: InterruptKind, queue: number) => void;
+  /** Frames per native call. */
+  batch?: number;
+}
+
+interface Pair {
+  tap: TapQueue;
+  rx: RxQueue | null;
+  tx: TxQueue | null;
+  onReadable: () => void;
+  onWritable: () => void;
+  onError: (e: Error) => void;
+}
+
+export class NetDevice extends VirtioDeviceCore {
+  readonly tap: Tap;
+  readonly config: NetConfig;
+  readonly filter = new RxFilter();
+  readonly metrics = new NetMetrics();
+  readonly pairs: number;
+  /** Pairs in use (VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET); 1 until the driver says more. */
+  activePairs = 1;
+  private readonly pairState: Pair[];
+  private readonly interruptFn: (kind: InterruptKind, queue: number) => void;
+  private readonly limits: { tx?: RateLimit; rx?: RateLimit };
+  private readonly batch: number;
+  private readonly defaultMac: Uint8Array;
+  private control: ControlQueue | null = null;
+  private guestOffloads = 0n;
+  private closed = false;
+
+  constructor(o: NetDeviceOptions) {
+    const pairs = o.tap.queues.length;
+    const switches: NetFeatureSwitches = { ...o.features };
+    if (pairs < 2) switches.MQ = false;
+    const features = featureMask(switches);
+    const ctrl = hasFeature(features, NET_FEATURES.CTRL_VQ);
+    super({ features, numQueues: 2 * pairs + (ctrl ? 1 : 0), interrupt: (k, q) => this.raiseInterrupt(k, q) });
+    if (o.tap.vnetHdrSize !== NET_HDR_SIZE) {
+      throw new TypeError(`NetDevice needs a TAP opened with vnetHdr (a ${NET_HDR_SIZE}-byte header), not ${o.tap.vnetHdrSize}`);
+    }
+    this.tap = o.tap;
+    this.pairs = pairs;
+    this.interruptFn = o.interrupt;
+    this.limits = o.rateLimit ?? {};
+    this.batch = o.batch ?? 64;
+    this.defaultMac = o.mac === undefined ? randomMac() : typeof o.mac === 'string' ? parseMac(o.mac) : o.mac.slice(0, 6);
+    this.config = new NetConfig(this.defaultMac, pairs, o.mtu ?? o.tap.mtu);
+    this.filter.reset(this.defaultMac);
+    this.pairState = o.tap.queues.map((tap, i) => {
+      const p: Pair = {
+        tap,
+        rx: null,
+        tx: null,
+        onReadable: () => p.rx?.process(),
+        onWritable: () => p.tx?.onWritable(),
+        onError: (e) => this.hostError(e),
+      };
+      tap.on('readable', p.onReadable);
+      tap.on('writable', p.onWritable);
+      tap.on('error', p.onError);
+      void i;
+      return p;
+    });
+  }
+
+  /** Virtqueue index of the control queue, or -1. */
+  get controlQueueIndex(): number {
+    return this.queues.length % 2 === 1 ? this.queues.length - 1 : -1;
+  }
+
+  get mac(): Uint8Array {
+    return this.config.mac;
+  }
+
+  /** A driver read of the device-specific configuration (§5.1.4). */
+  readConfig(offset: number, size: number): number {
+    return this.config.read(offset, size);
+  }
+
+  /** Link state as the driver sees it (with STATUS); raises a config interrupt. */
+  setLinkUp(up: boolean): void {
+    const s = this.config.status;
+    this.config.status = up ? s | VIRTIO_NET_S_LINK_UP : s & ~VIRTIO_NET_S_LINK_UP;
+    if (this.running) this.raise('config', -1);
+  }
+
+  /** Asks the guest to announce itself after a migration (GUEST_ANNOUNCE). */
+  requestAnnounce(): void {
+    if (!hasFeature(this.features, NET_FEATURES.GUEST_ANNOUNCE)) return;
+    this.config.status = this.config.status | VIRTIO_NET_S_ANNOUNCE;
+    this.raise('config', -1);
+  }
+
+  /** Stops serving and detaches from the TAP's events. The TAP stays open: it is the caller's. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.stopQueues();
+    for (const p of this.pairState) {
+      p.tap.off('readable', p.onReadable);
+      p.tap.off('writable', p.onWritable);
+      p.tap.off('error', p.onError);
+    }
+  }
+
+  protected override acceptFeatures(f: bigint): boolean {
+    return featureDependencyError(f) === null;
+  }
+
+  protected override onDriverOk(): void {
+    if (this.closed) return;
+    const f = this.features;
+    this.guestOffloads = f & this.guestOffloadMask();
+    this.programOffloads();
+    if (hasFeature(f, VIRTIO_NET_F_CTRL_VLAN)) this.filter.vlanFiltering = true;
+    const ctx = this.context();
+    const mtu = this.config.mtu;
+    for (let i = 0; i < this.pairs; i++) {
+      const p = this.pairState[i]!;
+      const rxq = this.queues[2 * i];
+      const txq = this.queues[2 * i + 1];
+      if (rxq) {
+        rxq.mem.registerIo();
+        p.rx = new RxQueue(2 * i, rxq, p.tap, ctx(i), new RateLimiter(this.limits.rx), mtu, this.batch);
+        rxq.disableNotifications();
+      }
+      if (txq) {
+        txq.mem.registerIo();
+        p.tx = new TxQueue(2 * i + 1, txq, p.tap, ctx(i), new RateLimiter(this.limits.tx), this.batch);
+        txq.enableNotifications();
+      }
+    }
+    const ci = this.controlQueueIndex;
+    const cq = ci >= 0 ? this.queues[ci] : null;
+    if (cq) {
+      this.control = new ControlQueue(ci, cq, f, this.filter, {
+        setGuestOffloads: (o) => this.setGuestOffloads(o),
+        setQueuePairs: (n) => this.setQueuePairs(n),
+        setMac: (mac) => {
+          this.config.mac = mac;
+          this.filter.setMac(mac);
+        },
+        announceAck: () => {
+          this.config.status = this.config.status & ~VIRTIO_NET_S_ANNOUNCE;
+        },
+      }, this.pairs);
+    }
+    this.setQueuePairs(1);
+    for (let i = 0; i < this.pairs; i++) this.pairState[i]!.tx?.process();
+  }
+
+  protected processQueue(index: number, q: DeviceQueue): void {
+    this.metrics.kicks++;
+    if (index === this.controlQueueIndex) {
+      const r = this.control?.process() ?? false;
+      if (r === 'broken') this.markBroken(q.brokenReason);
+      else if (r) this.raiseInterrupt('vring', index);
+      return;
+    }
+    const p = this.pairState[index >>> 1];
+    if (p === undefined) return;
+    if (index % 2 === 0) p.rx?.onKick();
+    else p.tx?.process();
+  }
+
+  protected override onBroken(): void {
+    this.stopQueues();
+  }
+
+  protected override onReset(): void {
+    this.stopQueues();
+    this.control = null;
+    this.activePairs = 1;
+    this.config.mac = this.defaultMac;
+    this.config.status = this.config.status & ~VIRTIO_NET_S_ANNOUNCE;
+    this.filter.reset(this.defaultMac);
+  }
+
+  private stopQueues(): void {
+    for (const p of this.pairState) {
+      p.rx?.stop();
+      p.tx?.stop();
+      p.rx = null;
+      p.tx = null;
+      if (!p.tap.closed) p.tap.watch({});
+    }
+  }
+
+  private context(): (pair: number) => NetQueueContext {
+    return (pair) => ({
+      features: this.features,
+      metrics: this.metrics,
+      filter: this.filter,
+      interrupt: (i) => this.raiseInterrupt('vring', i),
+      markBroken: (fault) => this.markBroken(fault),
+      hostError: (e) => this.hostError(e),
+      updateWatch: () => this.updateWatch(pair),
+    });
+  }
+
+  private updateWatch(pair: number): void {
+    const p = this.pairState[pair];
+    if (p === undefined || p.tap.closed) return;
+    const active = pair < this.activePairs && this.running;
+    p.tap.watch({ readable: active && p.rx !== null && p.rx.wantsReadable, writable: p.tx !== null && p.tx.waitingWritable });
+  }
+
+  private raiseInterrupt(kind: InterruptKind, queue: number): void {
+    this.metrics.interrupts++;
+    this.interruptFn(kind, queue);
+  }
+
+  private hostError(e: Error): void {
+    this.metrics.tapErrors++;
+    if (this.listenerCount('error') > 0) this.emit('error', e);
+  }
+
+  private guestOffloadMask(): bigint {
+    return [VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_UFO, VIRTIO_NET_F_GUEST_USO4, VIRTIO_NET_F_GUEST_USO6].reduce(
+      (m, b) => m | bit(b),
+      0n,
+    );
+  }
+
+  // VIRTIO_NET_CTRL_GUEST_OFFLOADS_SET (§5.1.6.5.6.1): only offloads that were negotiated.
+  private setGuestOffloads(offloads: bigint): boolean {
+    if ((offloads & ~(this.features & this.guestOffloadMask())) !== 0n) return false;
+    if (featureDependencyError(offloads | (this.features & ~this.guestOffloadMask())) !== null) return false;
+    this.guestOffloads = offloads;
+    this.programOffloads();
+    return true;
+  }
+
+  /** TUNSETOFFLOAD from the guest's offloads: what the host may hand the guest. */
+  private programOffloads(): void {
+    const g = this.guestOffloads;
+    let bits = 0;
+    if (hasFeature(g, VIRTIO_NET_F_GUEST_CSUM)) {
+      bits |= TunOffload.CSUM;
+      if (hasFeature(g, VIRTIO_NET_F_GUEST_TSO4)) bits |= TunOffload.TSO4;
+      if (hasFeature(g, VIRTIO_NET_F_GUEST_TSO6)) bits |= TunOffload.TSO6;
+      if (hasFeature(g, VIRTIO_NET_F_GUEST_ECN)) bits |= TunOffload.TSO_ECN;
+      if (hasFeature(g, VIRTIO_NET_F_GUEST_UFO)) bits |= TunOffload.UFO;
+      if (hasFeature(g, VIRTIO_NET_F_GUEST_USO4)) bits |= TunOffload.USO4;
+      if (hasFeature(g, VIRTIO_NET_F_GUEST_USO6)) bits |= TunOffload.USO6;
+    }
+    try {
+      this.tap.setOffloads(bits); // bits the kernel refuses are left off, not fatal
+    } catch (e) {
+      this.hostError(e as Error);
+    }
+  }
+
+  private setQueuePairs(n: number): boolean {
+    if (n < 1 || n > this.pairs) return false;
+    this.activePairs = n;
+    if (this.pairs > 1) {
+      try {
+        for (let i = 0; i < this.pairs; i++) this.pairState[i]!.tap.setEnabled(i < n);
+      } catch (e) {
+        this.hostError(e as Error);
+        return false;
+      }
+    }
+    for (let i = 0; i < this.pairs; i++) this.updateWatch(i);
+    return true;
+  }
+}

@@ -1,0 +1,103 @@
+// Counters of the net device: every frame is delivered or counted here.
+
+/** Why a frame was not delivered. */
+export const DROP_REASONS = [
+  'tx_bad_chain', // tier-1 descriptor fault on the transmit queue
+  'tx_writable_descriptor', // a transmit chain with device-writable buffers
+  'tx_too_short', // shorter than the header and an Ethernet header
+  'tx_too_long', // longer than any frame the TAP takes
+  'tx_bad_header', // virtio_net_hdr uses what was not negotiated, or points outside the frame
+  'tx_tap_rejected', // the TAP refused the frame (EINVAL, EMSGSIZE...)
+  'tx_link_down', // the TAP's link is down (EIO)
+  'rx_bad_chain', // tier-1 descriptor fault on a receive queue
+  'rx_buffer_too_small', // a receive chain smaller than §5.1.6.3.1 requires
+  'rx_frame_truncated', // a frame larger than the buffers offered for it
+  'rx_filtered_unicast',
+  'rx_filtered_multicast',
+  'rx_filtered_broadcast',
+  'rx_filtered_vlan',
+  'rx_tap_error', // a read error other than EAGAIN
+] as const;
+
+export type DropReason = (typeof DROP_REASONS)[number];
+
+export class NetMetrics {
+  txPackets = 0;
+  txBytes = 0;
+  rxPackets = 0;
+  rxBytes = 0;
+  /** Times a frame was waiting on the TAP and the guest had posted no receive buffer. */
+  rxNoBuffer = 0;
+  /** Transmit attempts that found the TAP's queue full (the chain waited). */
+  txTapFull = 0;
+  /** Host errors on the TAP (tier 3). */
+  tapErrors = 0;
+  /** Interrupts raised, and the decisions not to raise one. */
+  interrupts = 0;
+  notificationsSuppressed = 0;
+  /** Kicks received. */
+  kicks = 0;
+  /** Times a rate limiter made a direction wait. */
+  txThrottled = 0;
+  rxThrottled = 0;
+  readonly drops: Record<DropReason, number>;
+
+  constructor() {
+    this.drops = Object.fromEntries(DROP_REASONS.map((r) => [r, 0])) as Record<DropReason, number>;
+  }
+
+  get dropped(): number {
+    let n = 0;
+    for (const r of DROP_REASONS) n += this.drops[r];
+    return n;
+  }
+
+  snapshot(): Record<string, number | Record<string, number>> {
+    return {
+      txPackets: this.txPackets,
+      txBytes: this.txBytes,
+      rxPackets: this.rxPackets,
+      rxBytes: this.rxBytes,
+      rxNoBuffer: this.rxNoBuffer,
+      txTapFull: this.txTapFull,
+      tapErrors: this.tapErrors,
+      interrupts: this.interrupts,
+      notificationsSuppressed: this.notificationsSuppressed,
+      kicks: this.kicks,
+      txThrottled: this.txThrottled,
+      rxThrottled: this.rxThrottled,
+      dropped: this.dropped,
+      drops: { ...this.drops },
+    };
+  }
+
+  /** Prometheus text exposition format, with an `interface` label. */
+  toPrometheus(ifname: string): string {
+    const l = `interface="${ifname.replace(/["\\\n]/g, '_')}"`;
+    const lines: string[] = [];
+    const metric = (name: string, help: string, type: string, samples: [string, number][]) => {
+      lines.push(`# HELP virtio_tap_${name} ${help}`, `# TYPE virtio_tap_${name} ${type}`);
+      for (const [labels, v] of samples) lines.push(`virtio_tap_${name}{${labels}} ${v}`);
+    };
+    metric('packets_total', 'Frames moved, by direction.', 'counter', [
+      [`${l},direction="tx"`, this.txPackets],
+      [`${l},direction="rx"`, this.rxPackets],
+    ]);
+    metric('bytes_total', 'Bytes moved (virtio-net header included), by direction.', 'counter', [
+      [`${l},direction="tx"`, this.txBytes],
+      [`${l},direction="rx"`, this.rxBytes],
+    ]);
+    metric('drops_total', 'Frames not delivered, by reason.', 'counter', DROP_REASONS.map((r) => [`${l},reason="${r}"`, this.drops[r]]));
+    metric('rx_no_buffer_total', 'Times frames waited because no receive buffer was posted.', 'counter', [[l, this.rxNoBuffer]]);
+    metric('tx_tap_full_total', 'Transmits that waited for the TAP to become writable.', 'counter', [[l, this.txTapFull]]);
+    metric('tap_errors_total', 'Host errors on the TAP.', 'counter', [[l, this.tapErrors]]);
+    metric('interrupts_total', 'Used-buffer and config interrupts raised.', 'counter', [[l, this.interrupts]]);
+    metric('notifications_suppressed_total', 'Interrupts the driver asked not to get.', 'counter', [[l, this.notificationsSuppressed]]);
+    metric('kicks_total', 'Driver notifications received.', 'counter', [[l, this.kicks]]);
+    metric('throttled_total', 'Times a rate limiter made a direction wait.', 'counter', [
+      [`${l},direction="tx"`, this.txThrottled],
+      [`${l},direction="rx"`, this.rxThrottled],
+    ]);
+    return `${lines.join('\n')}\n`;
+  }
+}

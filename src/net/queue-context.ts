@@ -1,0 +1,26 @@
+// What a transmit or receive queue needs from the device that owns it.
+import type { TapQueue } from '../tap/tap.js';
+import type { GuestMemory } from '../virtio/guest-memory.js';
+import type { RxFilter } from './filter.js';
+import type { NetMetrics } from './metrics.js';
+
+export interface NetQueueContext {
+  readonly features: bigint;
+  readonly metrics: NetMetrics;
+  readonly filter: RxFilter;
+  /** Raise a used-buffer interrupt for virtqueue `index`. */
+  interrupt(index: number): void;
+  /** Tier 2: the ring is corrupt. */
+  markBroken(fault: number): void;
+  /** Tier 3: the TAP failed. */
+  hostError(err: Error): void;
+  /** The TAP queue's readiness interest changed. */
+  updateWatch(): void;
+}
+
+/** DataViews over each region of a guest memory, for header fields. */
+export function regionViews(mem: GuestMemory): DataView[] {
+  return mem.regions.map((r) => new DataView(r.bytes.buffer, r.bytes.byteOffset, r.bytes.byteLength));
+}
+
+export type { TapQueue };

@@ -1,0 +1,348 @@
+// Receive (VIRTIO 1.2 §5.1.6.3, §5.1.6.4): frames are read from the TAP
+// straight into the guest's receive buffers, header first (IFF_VNET_HDR).
+// Without MRG_RXBUF and without filters, many frames go in one native call,
+// one chain each. With MRG_RXBUF a frame may take several chains: enough are
+// popped to hold the largest frame, the frame is read, the chains it filled
+// are completed (num_buffers set) and the rest are un-popped. When filters
+// may refuse a frame, frames are read one at a time so that a refused frame's
+// buffers are reused. No buffers: stop reading; the RX kick resumes.
+import { constants as osConstants } from 'node:os';
+
+import { IoPlan } from '../tap/io-plan.js';
+import type { TapQueue } from '../tap/tap.js';
+import { hasFeature } from '../virtio/constants.js';
+import { DescriptorChain, Pop } from '../virtio/descriptor-chain.js';
+import type { DeviceQueue } from '../virtio/queue.js';
+import {
+  BIG_RX_BUFFER,
+  NET_HDR_SIZE,
+  VIRTIO_NET_F_GUEST_CSUM,
+  VIRTIO_NET_F_GUEST_TSO4,
+  VIRTIO_NET_F_GUEST_TSO6,
+  VIRTIO_NET_F_GUEST_UFO,
+  VIRTIO_NET_F_GUEST_USO4,
+  VIRTIO_NET_F_GUEST_USO6,
+  VIRTIO_NET_F_MRG_RXBUF,
+} from './constants.js';
+import type { DropReason } from './metrics.js';
+import { regionViews, type NetQueueContext } from './queue-context.js';
+import type { RateLimiter } from './rate-limiter.js';
+
+const EAGAIN = osConstants.errno.EAGAIN;
+/** Frames handled per readiness event before yielding to the loop. */
+const BUDGET = 1024;
+
+export class RxQueue {
+  readonly index: number;
+  /** True while the TAP should be watched for readability. */
+  wantsReadable = true;
+  private readonly q: DeviceQueue;
+  private readonly ctx: NetQueueContext;
+  private readonly tap: TapQueue;
+  private readonly limiter: RateLimiter;
+  private readonly mergeable: boolean;
+  private readonly guestCsum: boolean;
+  /** The least a frame's buffers must hold: the largest frame plus the header. */
+  private readonly need: number;
+  private readonly chain: DescriptorChain;
+  private readonly plan: IoPlan;
+  private readonly batch: number;
+  private readonly views: DataView[];
+  private readonly head: Uint16Array;
+  private readonly slots: Uint16Array;
+  private readonly cap: Uint32Array;
+  private readonly pos: Uint32Array;
+  /** Where each entry's header sits: region and offset. */
+  private readonly hdrRegion: Int32Array;
+  private readonly hdrOffset: Float64Array;
+  private readonly frame: Int32Array;
+  private readonly reason: (DropReason | null)[];
+  private readonly peek = new Uint8Array(18);
+  private readonly ioToRegion = new Map<number, number>();
+  private throttleTimer: NodeJS.Timeout | null = null;
+  private stopped = false;
+
+  constructor(index: number, q: DeviceQueue, tap: TapQueue, ctx: NetQueueContext, limiter: RateLimiter, mtu: number, batch = 64) {
+    this.index = index;
+    this.q = q;
+    this.tap = tap;
+    this.ctx = ctx;
+    this.limiter = limiter;
+    const f = ctx.features;
+    this.mergeable = hasFeature(f, VIRTIO_NET_F_MRG_RXBUF);
+    this.guestCsum = hasFeature(f, VIRTIO_NET_F_GUEST_CSUM);
+    const gso = [VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_GUEST_UFO, VIRTIO_NET_F_GUEST_USO4, VIRTIO_NET_F_GUEST_USO6].some((b) =>
+      hasFeature(f, b),
+    );
+    // §5.1.6.3.1: with guest GSO and without MRG_RXBUF, buffers of at least 65562 bytes.
+    this.need = gso ? BIG_RX_BUFFER : NET_HDR_SIZE + 14 + 4 + mtu;
+    // Merged frames need up to `need` bytes of chains each.
+    const cap = this.mergeable ? Math.max(batch, Math.ceil(this.need / 256) + 8) : batch;
+    this.batch = batch;
+    this.chain = q.newChain();
+    this.plan = new IoPlan(batch, Math.max(batch * 4, cap * 4));
+    this.views = regionViews(q.mem);
+    q.mem.regions.forEach((_, r) => this.ioToRegion.set(q.mem.ioRegion(r), r));
+    this.head = new Uint16Array(cap);
+    this.slots = new Uint16Array(cap);
+    this.cap = new Uint32Array(cap);
+    this.pos = new Uint32Array(cap);
+    this.hdrRegion = new Int32Array(cap);
+    this.hdrOffset = new Float64Array(cap);
+    this.frame = new Int32Array(cap);
+    this.reason = new Array<DropReason | null>(cap).fill(null);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.wantsReadable = false;
+    if (this.throttleTimer !== null) clearTimeout(this.throttleTimer);
+    this.throttleTimer = null;
+  }
+
+  /** The driver added receive buffers. */
+  onKick(): void {
+    if (this.stopped || this.wantsReadable) return;
+    this.wantsReadable = true;
+    this.q.disableNotifications();
+    this.ctx.updateWatch();
+    this.process(); // frames may be waiting already
+  }
+
+  /** The TAP has frames. */
+  process(): void {
+    if (this.stopped || this.throttleTimer !== null || this.q.broken) return;
+    let budget = BUDGET;
+    while (budget > 0) {
+      const r = this.mergeable || this.ctx.filter.active || this.limiter.active ? this.readOne() : this.readBatch();
+      if (r <= 0) return; // drained, out of buffers, throttled or broken
+      budget -= r;
+    }
+  }
+
+  // No receive buffers: stop reading, and ask the driver to kick when it adds some.
+  private outOfBuffers(): boolean {
+    if (this.q.enableNotifications()) {
+      this.q.disableNotifications();
+      return false; // buffers arrived meanwhile
+    }
+    this.ctx.metrics.rxNoBuffer++;
+    this.wantsReadable = false;
+    this.ctx.updateWatch();
+    return true;
+  }
+
+  // Pops one chain into entry i; returns 1 (usable), 0 (dropped, recorded), -1 (empty), -2 (broken).
+  private popInto(i: number, needBytes: number): number {
+    const q = this.q;
+    const c = this.chain;
+    this.pos[i] = q.savePosition();
+    const r = q.popChain(c);
+    if (r === Pop.EMPTY) return -1;
+    if (r === Pop.BROKEN) {
+      this.ctx.markBroken(c.fault);
+      return -2;
+    }
+    this.head[i] = c.head;
+    this.slots[i] = c.ringSlots;
+    this.cap[i] = c.writableBytes;
+    this.hdrRegion[i] = c.count > 0 ? c.region[0]! : -1;
+    this.hdrOffset[i] = c.count > 0 ? c.offset[0]! : 0;
+    let reason: DropReason | null = null;
+    if (r === Pop.BAD_CHAIN || c.readable > 0) reason = 'rx_bad_chain';
+    else if (c.writableBytes < needBytes || c.len[0]! < NET_HDR_SIZE) reason = 'rx_buffer_too_small';
+    this.reason[i] = reason;
+    return reason === null ? 1 : 0;
+  }
+
+  private addChainSegments(): void {
+    const c = this.chain;
+    const mem = this.q.mem;
+    for (let s = 0; s < c.count; s++) this.plan.addSegment(mem.ioRegion(c.region[s]!), c.offset[s]!, c.len[s]!);
+  }
+
+  // Many frames, one chain each, one native call. Returns frames handled, or 0 to stop.
+  private readBatch(): number {
+    const plan = this.plan;
+    plan.reset();
+    let n = 0;
+    while (n < this.batch) {
+      const p = this.popInto(n, this.need);
+      if (p === -2) return 0;
+      if (p === -1) break;
+      if (p === 1 && plan.beginFrame()) {
+        this.addChainSegments();
+        this.frame[n] = plan.frames - 1;
+      } else this.frame[n] = -1;
+      n++;
+    }
+    if (n === 0) return this.outOfBuffers() ? 0 : 1;
+    const done = plan.frames > 0 ? this.tap.readBatch(plan) : 0;
+    const m = this.ctx.metrics;
+    let delivered = 0;
+    let drained = false;
+    for (let i = 0; i < n; i++) {
+      const f = this.frame[i]!;
+      if (f < 0) {
+        m.drops[this.reason[i]!]++;
+        this.q.addUsed(this.head[i]!, 0, this.slots[i]!);
+        continue;
+      }
+      const r = f < done ? plan.results[f]! : -EAGAIN;
+      if (r === -EAGAIN) {
+        this.q.restorePosition(this.pos[i]!); // these buffers wait for the next frame
+        drained = true;
+        break;
+      }
+      if (r < 0) {
+        this.readError(r);
+        this.q.restorePosition(this.pos[i]!);
+        drained = true;
+        break;
+      }
+      this.deliver(i, r, 1);
+      this.q.addUsed(this.head[i]!, r, this.slots[i]!);
+      delivered++;
+    }
+    this.flush();
+    return drained ? 0 : Math.max(1, delivered);
+  }
+
+  // One frame: one chain, or with MRG_RXBUF as many as the largest frame needs.
+  private readOne(): number {
+    if (this.limiter.active && !this.limiter.allow(0)) {
+      this.throttle();
+      return 0;
+    }
+    const plan = this.plan;
+    plan.reset();
+    plan.beginFrame();
+    let k = 0;
+    let room = 0;
+    const perChain = this.mergeable ? NET_HDR_SIZE : this.need;
+    while (room < this.need && k < this.head.length) {
+      const p = this.popInto(k, perChain);
+      if (p === -2) return 0;
+      if (p === -1) break;
+      if (p === 0) {
+        // A bad chain: complete it now, it takes no part in the frame.
+        this.ctx.metrics.drops[this.reason[k]!]++;
+        this.q.addUsed(this.head[k]!, 0, this.slots[k]!);
+        continue;
+      }
+      this.addChainSegments();
+      room += this.cap[k]!;
+      k++;
+      if (!this.mergeable) break;
+    }
+    if (room < this.need) {
+      // Not enough buffers for the largest frame: give them back and wait for more.
+      if (k > 0) this.q.restorePosition(this.pos[0]!);
+      this.flush();
+      return this.outOfBuffers() ? 0 : 1;
+    }
+    const done = this.tap.readBatch(plan);
+    const r = done > 0 ? plan.results[0]! : -EAGAIN;
+    if (r < 0) {
+      this.q.restorePosition(this.pos[0]!);
+      if (r !== -EAGAIN) this.readError(r);
+      this.flush();
+      return 0;
+    }
+    const reason = this.filterFrame(r);
+    if (reason !== null) {
+      this.ctx.metrics.drops[reason]++;
+      this.q.restorePosition(this.pos[0]!); // the same buffers take the next frame
+      this.flush();
+      return 1;
+    }
+    // The chains the frame filled; the rest go back.
+    let used = 0;
+    let left = r;
+    while (used < k && left > 0) {
+      const take = Math.min(left, this.cap[used]!);
+      this.q.addUsed(this.head[used]!, take, this.slots[used]!);
+      left -= take;
+      used++;
+    }
+    if (used < k) this.q.restorePosition(this.pos[used]!);
+    this.deliver(0, r, used);
+    this.limiter.charge(r);
+    this.flush();
+    return 1;
+  }
+
+  // The header as the guest must see it: num_buffers, and no offload flags it did not accept.
+  private deliver(i: number, bytes: number, numBuffers: number): void {
+    const dv = this.views[this.hdrRegion[i]!]!;
+    const off = this.hdrOffset[i]!;
+    // §5.1.6.4: num_buffers, little-endian; 1 without MRG_RXBUF.
+    dv.setUint16(off + 10, numBuffers, true);
+    // §5.1.6.4.1: without GUEST_CSUM the device sets flags to zero.
+    if (!this.guestCsum) dv.setUint8(off, 0);
+    const m = this.ctx.metrics;
+    m.rxPackets++;
+    m.rxBytes += bytes;
+  }
+
+  // Reads the frame's first bytes (after the header) for the filter.
+  private filterFrame(bytes: number): DropReason | null {
+    const filter = this.ctx.filter;
+    if (!filter.active) return null;
+    const c = this.plan.plan; // segments of frame 0: [count, (region, offset, len)...]
+    const want = Math.min(bytes, NET_HDR_SIZE + 18);
+    let got = 0;
+    let skip = NET_HDR_SIZE;
+    const regions = this.q.mem.regions;
+    const count = c[0]!;
+    for (let s = 0; s < count && got + skip < want; s++) {
+      const region = this.regionOfIo(c[1 + s * 3]!);
+      const off = c[2 + s * 3]!;
+      const len = c[3 + s * 3]!;
+      let start = 0;
+      if (skip > 0) {
+        const sk = Math.min(skip, len);
+        start = sk;
+        skip -= sk;
+      }
+      const take = Math.min(len - start, want - NET_HDR_SIZE - got);
+      if (take > 0) {
+        this.peek.set(regions[region]!.bytes.subarray(off + start, off + start + take), got);
+        got += take;
+      }
+    }
+    return filter.check(this.peek, 0, got);
+  }
+
+  private regionOfIo(ioIndex: number): number {
+    return this.ioToRegion.get(ioIndex) ?? 0;
+  }
+
+  private readError(r: number): void {
+    const e = osConstants.errno;
+    this.ctx.metrics.drops.rx_tap_error++;
+    if (r === -e.EBADF || r === -e.ENODEV || r === -e.ENXIO || r === -e.EIO) {
+      this.ctx.metrics.tapErrors++;
+      this.stop();
+      this.ctx.updateWatch();
+      this.ctx.hostError(new Error(`receive on TAP queue failed: errno ${-r}`));
+    }
+  }
+
+  private flush(): void {
+    if (this.q.flushUsed()) this.ctx.interrupt(this.index);
+  }
+
+  private throttle(): void {
+    this.ctx.metrics.rxThrottled++;
+    this.wantsReadable = false;
+    this.ctx.updateWatch();
+    const ms = Math.max(1, this.limiter.waitMs(0));
+    this.throttleTimer = setTimeout(() => {
+      this.throttleTimer = null;
+      this.wantsReadable = true;
+      this.ctx.updateWatch();
+      this.process();
+    }, ms);
+  }
+}

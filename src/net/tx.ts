@@ -1,0 +1,224 @@
+// Transmit (VIRTIO 1.2 §5.1.6.2): each chain goes to the TAP as one writev,
+// its virtio_net_hdr passed straight through (IFF_VNET_HDR). Chains are
+// validated and planned in a batch, written with one native call, and
+// completed in order; on EAGAIN the queue is rewound to the first chain not
+// written, which waits for the TAP to become writable.
+import { constants as osConstants } from 'node:os';
+
+import { IoPlan } from '../tap/io-plan.js';
+import type { TapQueue } from '../tap/tap.js';
+import { DescriptorChain, Pop } from '../virtio/descriptor-chain.js';
+import type { DeviceQueue } from '../virtio/queue.js';
+import { NET_HDR_SIZE } from './constants.js';
+import type { DropReason } from './metrics.js';
+import { checkTxHeader, TxHeaderFault } from './net-header.js';
+import { regionViews, type NetQueueContext } from './queue-context.js';
+import type { RateLimiter } from './rate-limiter.js';
+
+const EAGAIN = osConstants.errno.EAGAIN;
+/** Largest frame a TAP takes: a 64 KiB GSO frame plus headers. */
+const MAX_TX_FRAME = NET_HDR_SIZE + 65535 + 14 + 4;
+const MIN_TX_FRAME = NET_HDR_SIZE + 14;
+
+export class TxQueue {
+  readonly index: number;
+  /** True while waiting for the TAP to become writable. */
+  waitingWritable = false;
+  private readonly q: DeviceQueue;
+  private readonly ctx: NetQueueContext;
+  private readonly tap: TapQueue;
+  private readonly limiter: RateLimiter;
+  private readonly chain: DescriptorChain;
+  private readonly plan: IoPlan;
+  private readonly batch: number;
+  private readonly views: DataView[];
+  private readonly hdr = new Uint8Array(NET_HDR_SIZE);
+  private readonly hdrView = new DataView(this.hdr.buffer);
+  // Per entry of a batch, in pop order: head, ring slots, position before the pop, plan frame (-1: dropped).
+  private readonly head: Uint16Array;
+  private readonly slots: Uint16Array;
+  private readonly pos: Uint32Array;
+  private readonly frame: Int32Array;
+  private readonly reason: (DropReason | null)[];
+  private throttleTimer: NodeJS.Timeout | null = null;
+  private stopped = false;
+
+  constructor(index: number, q: DeviceQueue, tap: TapQueue, ctx: NetQueueContext, limiter: RateLimiter, batch = 64) {
+    this.index = index;
+    this.q = q;
+    this.tap = tap;
+    this.ctx = ctx;
+    this.limiter = limiter;
+    this.batch = batch;
+    this.chain = q.newChain();
+    this.plan = new IoPlan(batch, batch * 8);
+    this.views = regionViews(q.mem);
+    this.head = new Uint16Array(batch);
+    this.slots = new Uint16Array(batch);
+    this.pos = new Uint32Array(batch);
+    this.frame = new Int32Array(batch);
+    this.reason = new Array<DropReason | null>(batch).fill(null);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.throttleTimer !== null) clearTimeout(this.throttleTimer);
+    this.throttleTimer = null;
+    this.waitingWritable = false;
+  }
+
+  /** The TAP became writable again. */
+  onWritable(): void {
+    this.waitingWritable = false;
+    this.ctx.updateWatch();
+    this.process();
+  }
+
+  /** A kick, or a retry: send what the driver made available. */
+  process(): void {
+    if (this.stopped || this.waitingWritable || this.throttleTimer !== null) return;
+    const q = this.q;
+    q.disableNotifications();
+    for (;;) {
+      const more = this.runBatch();
+      if (this.stopped || this.waitingWritable || this.throttleTimer !== null || q.broken) return;
+      if (more) continue;
+      // Ask for kicks again; chains that slipped in meanwhile are ours to send (§2.7, §2.8 suppression races).
+      if (!q.enableNotifications()) return;
+      q.disableNotifications();
+    }
+  }
+
+  // Returns true when the batch was full (more may be waiting).
+  private runBatch(): boolean {
+    const q = this.q;
+    const c = this.chain;
+    const plan = this.plan;
+    const mem = q.mem;
+    plan.reset();
+    let n = 0;
+    let full = false;
+    while (n < this.batch) {
+      const position = q.savePosition();
+      const r = q.popChain(c);
+      if (r === Pop.EMPTY) break;
+      if (r === Pop.BROKEN) {
+        // Tier 2: nothing more is sent or completed until the driver resets the device.
+        this.ctx.markBroken(c.fault);
+        return false;
+      }
+      let reason: DropReason | null = null;
+      if (r === Pop.BAD_CHAIN) reason = 'tx_bad_chain';
+      else if (c.readable !== c.count || c.writableBytes > 0) reason = 'tx_writable_descriptor';
+      else if (c.readableBytes < MIN_TX_FRAME) reason = 'tx_too_short';
+      else if (c.readableBytes > MAX_TX_FRAME) reason = 'tx_too_long';
+      else if (this.headerFault(c) !== TxHeaderFault.NONE) reason = 'tx_bad_header';
+      if (reason === null && this.limiter.active && !this.limiter.allow(c.readableBytes)) {
+        q.restorePosition(position);
+        this.throttle(c.readableBytes);
+        break;
+      }
+      this.head[n] = c.head;
+      this.slots[n] = c.ringSlots;
+      this.pos[n] = position;
+      this.reason[n] = reason;
+      if (reason === null && plan.beginFrame()) {
+        for (let s = 0; s < c.count; s++) plan.addSegment(mem.ioRegion(c.region[s]!), c.offset[s]!, c.len[s]!);
+        this.frame[n] = plan.frames - 1;
+      } else {
+        this.frame[n] = -1;
+      }
+      n++;
+      if (n === this.batch) full = true;
+    }
+    if (n === 0) return false;
+    const done = plan.frames > 0 ? this.tap.writeBatch(plan) : 0;
+    const finished = this.results(n, done);
+    this.complete(finished);
+    return full && finished === n;
+  }
+
+  // Completes entries in pop order; returns how many were completed.
+  private results(n: number, done: number): number {
+    const m = this.ctx.metrics;
+    const res = this.plan.results;
+    for (let i = 0; i < n; i++) {
+      const f = this.frame[i]!;
+      if (f < 0) {
+        m.drops[this.reason[i]!]++;
+        this.q.addUsed(this.head[i]!, 0, this.slots[i]!);
+        continue;
+      }
+      const r = f < done ? res[f]! : -EAGAIN;
+      if (r === -EAGAIN) {
+        // The TAP's queue is full: un-pop this chain and every one after it.
+        this.q.restorePosition(this.pos[i]!);
+        m.txTapFull++;
+        this.waitingWritable = true;
+        this.ctx.updateWatch();
+        return i;
+      }
+      if (r >= 0) {
+        m.txPackets++;
+        m.txBytes += r;
+      } else if (!this.hostFailure(r)) {
+        m.drops[r === -osConstants.errno.EIO ? 'tx_link_down' : 'tx_tap_rejected']++;
+      }
+      // §5.1.6.2: the device writes nothing into a transmit buffer: used length 0.
+      this.q.addUsed(this.head[i]!, 0, this.slots[i]!);
+    }
+    return n;
+  }
+
+  private complete(count: number): void {
+    if (count === 0) return;
+    if (this.q.flushUsed()) this.ctx.interrupt(this.index);
+  }
+
+  // Errors that mean the TAP itself is gone (tier 3); others drop one frame.
+  private hostFailure(r: number): boolean {
+    const e = osConstants.errno;
+    if (r !== -e.EBADF && r !== -e.ENODEV && r !== -e.ENXIO) return false;
+    this.ctx.metrics.tapErrors++;
+    this.ctx.hostError(new Error(`transmit on TAP queue failed: errno ${-r}`));
+    return true;
+  }
+
+  private throttle(bytes: number): void {
+    this.ctx.metrics.txThrottled++;
+    const ms = Math.max(1, this.limiter.waitMs(bytes));
+    this.throttleTimer = setTimeout(() => {
+      this.throttleTimer = null;
+      this.process();
+    }, ms);
+  }
+
+  private headerFault(c: DescriptorChain): number {
+    // The header usually sits in the first segment; gather it when split.
+    let dv: DataView;
+    let off: number;
+    if (c.len[0]! >= NET_HDR_SIZE) {
+      dv = this.views[c.region[0]!]!;
+      off = c.offset[0]!;
+    } else {
+      const bytes = this.q.mem.regions;
+      let got = 0;
+      for (let s = 0; s < c.readable && got < NET_HDR_SIZE; s++) {
+        const take = Math.min(c.len[s]!, NET_HDR_SIZE - got);
+        const start = c.offset[s]!;
+        this.hdr.set(bytes[c.region[s]!]!.bytes.subarray(start, start + take), got);
+        got += take;
+      }
+      dv = this.hdrView;
+      off = 0;
+    }
+    return checkTxHeader(
+      this.ctx.features,
+      dv.getUint8(off),
+      dv.getUint8(off + 1),
+      dv.getUint16(off + 6, true),
+      dv.getUint16(off + 8, true),
+      c.readableBytes - NET_HDR_SIZE,
+    );
+  }
+}
