@@ -25,6 +25,7 @@ import {
   VIRTIO_NET_F_MRG_RXBUF,
 } from './constants.js';
 import type { DropReason } from './metrics.js';
+import { BatchEntries } from './batch-entries.js';
 import { regionViews, type NetQueueContext } from './queue-context.js';
 import type { RateLimiter } from './rate-limiter.js';
 
@@ -48,15 +49,10 @@ export class RxQueue {
   private readonly plan: IoPlan;
   private readonly batch: number;
   private readonly views: DataView[];
-  private readonly head: Uint16Array;
-  private readonly slots: Uint16Array;
-  private readonly cap: Uint32Array;
-  private readonly pos: Uint32Array;
+  private readonly e: BatchEntries;
   /** Where each entry's header sits: region and offset. */
   private readonly hdrRegion: Int32Array;
   private readonly hdrOffset: Float64Array;
-  private readonly frame: Int32Array;
-  private readonly reason: (DropReason | null)[];
   private readonly peek = new Uint8Array(18);
   private readonly ioToRegion = new Map<number, number>();
   private throttleTimer: NodeJS.Timeout | null = null;
@@ -83,14 +79,9 @@ export class RxQueue {
     this.plan = new IoPlan(batch, Math.max(batch * 4, cap * 4));
     this.views = regionViews(q.mem);
     q.mem.regions.forEach((_, r) => this.ioToRegion.set(q.mem.ioRegion(r), r));
-    this.head = new Uint16Array(cap);
-    this.slots = new Uint16Array(cap);
-    this.cap = new Uint32Array(cap);
-    this.pos = new Uint32Array(cap);
+    this.e = new BatchEntries(cap);
     this.hdrRegion = new Int32Array(cap);
     this.hdrOffset = new Float64Array(cap);
-    this.frame = new Int32Array(cap);
-    this.reason = new Array<DropReason | null>(cap).fill(null);
   }
 
   stop(): void {
@@ -136,22 +127,19 @@ export class RxQueue {
   private popInto(i: number, needBytes: number): number {
     const q = this.q;
     const c = this.chain;
-    this.pos[i] = q.savePosition();
+    const position = q.savePosition();
     const r = q.popChain(c);
     if (r === Pop.EMPTY) return -1;
     if (r === Pop.BROKEN) {
       this.ctx.markBroken(c.fault);
       return -2;
     }
-    this.head[i] = c.head;
-    this.slots[i] = c.ringSlots;
-    this.cap[i] = c.writableBytes;
-    this.hdrRegion[i] = c.count > 0 ? c.region[0]! : -1;
-    this.hdrOffset[i] = c.count > 0 ? c.offset[0]! : 0;
     let reason: DropReason | null = null;
     if (r === Pop.BAD_CHAIN || c.readable > 0) reason = 'rx_bad_chain';
     else if (c.writableBytes < needBytes || c.len[0]! < NET_HDR_SIZE) reason = 'rx_buffer_too_small';
-    this.reason[i] = reason;
+    this.e.record(i, c, position, c.writableBytes, reason);
+    this.hdrRegion[i] = c.count > 0 ? c.region[0]! : -1;
+    this.hdrOffset[i] = c.count > 0 ? c.offset[0]! : 0;
     return reason === null ? 1 : 0;
   }
 
@@ -172,8 +160,8 @@ export class RxQueue {
       if (p === -1) break;
       if (p === 1 && plan.beginFrame()) {
         this.addChainSegments();
-        this.frame[n] = plan.frames - 1;
-      } else this.frame[n] = -1;
+        this.e.frame[n] = plan.frames - 1;
+      }
       n++;
     }
     if (n === 0) return this.outOfBuffers() ? 0 : 1;
@@ -181,27 +169,28 @@ export class RxQueue {
     const m = this.ctx.metrics;
     let delivered = 0;
     let drained = false;
+    const e = this.e;
     for (let i = 0; i < n; i++) {
-      const f = this.frame[i]!;
+      const f = e.frame[i]!;
       if (f < 0) {
-        m.drops[this.reason[i]!]++;
-        this.q.addUsed(this.head[i]!, 0, this.slots[i]!);
+        m.drops[e.reason[i]!]++;
+        this.q.addUsed(e.head[i]!, 0, e.slots[i]!);
         continue;
       }
       const r = f < done ? plan.results[f]! : -EAGAIN;
       if (r === -EAGAIN) {
-        this.q.restorePosition(this.pos[i]!); // these buffers wait for the next frame
+        this.q.restorePosition(e.pos[i]!); // these buffers wait for the next frame
         drained = true;
         break;
       }
       if (r < 0) {
         this.readError(r);
-        this.q.restorePosition(this.pos[i]!);
+        this.q.restorePosition(e.pos[i]!);
         drained = true;
         break;
       }
       this.deliver(i, r, 1);
-      this.q.addUsed(this.head[i]!, r, this.slots[i]!);
+      this.q.addUsed(e.head[i]!, r, e.slots[i]!);
       delivered++;
     }
     this.flush();
@@ -220,31 +209,32 @@ export class RxQueue {
     let k = 0;
     let room = 0;
     const perChain = this.mergeable ? NET_HDR_SIZE : this.need;
-    while (room < this.need && k < this.head.length) {
+    const e = this.e;
+    while (room < this.need && k < e.capacity) {
       const p = this.popInto(k, perChain);
       if (p === -2) return 0;
       if (p === -1) break;
       if (p === 0) {
         // A bad chain: complete it now, it takes no part in the frame.
-        this.ctx.metrics.drops[this.reason[k]!]++;
-        this.q.addUsed(this.head[k]!, 0, this.slots[k]!);
+        this.ctx.metrics.drops[e.reason[k]!]++;
+        this.q.addUsed(e.head[k]!, 0, e.slots[k]!);
         continue;
       }
       this.addChainSegments();
-      room += this.cap[k]!;
+      room += e.bytes[k]!;
       k++;
       if (!this.mergeable) break;
     }
     if (room < this.need) {
       // Not enough buffers for the largest frame: give them back and wait for more.
-      if (k > 0) this.q.restorePosition(this.pos[0]!);
+      if (k > 0) this.q.restorePosition(e.pos[0]!);
       this.flush();
       return this.outOfBuffers() ? 0 : 1;
     }
     const done = this.tap.readBatch(plan);
     const r = done > 0 ? plan.results[0]! : -EAGAIN;
     if (r < 0) {
-      this.q.restorePosition(this.pos[0]!);
+      this.q.restorePosition(e.pos[0]!);
       if (r !== -EAGAIN) this.readError(r);
       this.flush();
       return 0;
@@ -252,7 +242,7 @@ export class RxQueue {
     const reason = this.filterFrame(r);
     if (reason !== null) {
       this.ctx.metrics.drops[reason]++;
-      this.q.restorePosition(this.pos[0]!); // the same buffers take the next frame
+      this.q.restorePosition(e.pos[0]!); // the same buffers take the next frame
       this.flush();
       return 1;
     }
@@ -260,12 +250,12 @@ export class RxQueue {
     let used = 0;
     let left = r;
     while (used < k && left > 0) {
-      const take = Math.min(left, this.cap[used]!);
-      this.q.addUsed(this.head[used]!, take, this.slots[used]!);
+      const take = Math.min(left, e.bytes[used]!);
+      this.q.addUsed(e.head[used]!, take, e.slots[used]!);
       left -= take;
       used++;
     }
-    if (used < k) this.q.restorePosition(this.pos[used]!);
+    if (used < k) this.q.restorePosition(e.pos[used]!);
     this.deliver(0, r, used);
     this.limiter.charge(r);
     this.flush();

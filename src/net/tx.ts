@@ -12,6 +12,7 @@ import type { DeviceQueue } from '../virtio/queue.js';
 import { NET_HDR_SIZE } from './constants.js';
 import type { DropReason } from './metrics.js';
 import { checkTxHeader, TxHeaderFault } from './net-header.js';
+import { BatchEntries } from './batch-entries.js';
 import { regionViews, type NetQueueContext } from './queue-context.js';
 import type { RateLimiter } from './rate-limiter.js';
 
@@ -34,12 +35,7 @@ export class TxQueue {
   private readonly views: DataView[];
   private readonly hdr = new Uint8Array(NET_HDR_SIZE);
   private readonly hdrView = new DataView(this.hdr.buffer);
-  // Per entry of a batch, in pop order: head, ring slots, position before the pop, plan frame (-1: dropped).
-  private readonly head: Uint16Array;
-  private readonly slots: Uint16Array;
-  private readonly pos: Uint32Array;
-  private readonly frame: Int32Array;
-  private readonly reason: (DropReason | null)[];
+  private readonly e: BatchEntries;
   private throttleTimer: NodeJS.Timeout | null = null;
   private stopped = false;
 
@@ -53,11 +49,7 @@ export class TxQueue {
     this.chain = q.newChain();
     this.plan = new IoPlan(batch, batch * 8);
     this.views = regionViews(q.mem);
-    this.head = new Uint16Array(batch);
-    this.slots = new Uint16Array(batch);
-    this.pos = new Uint32Array(batch);
-    this.frame = new Int32Array(batch);
-    this.reason = new Array<DropReason | null>(batch).fill(null);
+    this.e = new BatchEntries(batch);
   }
 
   stop(): void {
@@ -118,15 +110,10 @@ export class TxQueue {
         this.throttle(c.readableBytes);
         break;
       }
-      this.head[n] = c.head;
-      this.slots[n] = c.ringSlots;
-      this.pos[n] = position;
-      this.reason[n] = reason;
+      this.e.record(n, c, position, c.readableBytes, reason);
       if (reason === null && plan.beginFrame()) {
         for (let s = 0; s < c.count; s++) plan.addSegment(mem.ioRegion(c.region[s]!), c.offset[s]!, c.len[s]!);
-        this.frame[n] = plan.frames - 1;
-      } else {
-        this.frame[n] = -1;
+        this.e.frame[n] = plan.frames - 1;
       }
       n++;
       if (n === this.batch) full = true;
@@ -142,17 +129,18 @@ export class TxQueue {
   private results(n: number, done: number): number {
     const m = this.ctx.metrics;
     const res = this.plan.results;
+    const e = this.e;
     for (let i = 0; i < n; i++) {
-      const f = this.frame[i]!;
+      const f = e.frame[i]!;
       if (f < 0) {
-        m.drops[this.reason[i]!]++;
-        this.q.addUsed(this.head[i]!, 0, this.slots[i]!);
+        m.drops[e.reason[i]!]++;
+        this.q.addUsed(e.head[i]!, 0, e.slots[i]!);
         continue;
       }
       const r = f < done ? res[f]! : -EAGAIN;
       if (r === -EAGAIN) {
         // The TAP's queue is full: un-pop this chain and every one after it.
-        this.q.restorePosition(this.pos[i]!);
+        this.q.restorePosition(e.pos[i]!);
         m.txTapFull++;
         this.waitingWritable = true;
         this.ctx.updateWatch();
@@ -165,7 +153,7 @@ export class TxQueue {
         m.drops[r === -osConstants.errno.EIO ? 'tx_link_down' : 'tx_tap_rejected']++;
       }
       // §5.1.6.2: the device writes nothing into a transmit buffer: used length 0.
-      this.q.addUsed(this.head[i]!, 0, this.slots[i]!);
+      this.q.addUsed(e.head[i]!, 0, e.slots[i]!);
     }
     return n;
   }

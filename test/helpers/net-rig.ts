@@ -64,7 +64,7 @@ export async function startNet(o: NetRigOptions) {
     hostIp,
     guestIp,
     guestMac: driver.mac,
-    hostMac: new Uint8Array(6),
+    hostMac: new Uint8Array(6) as Uint8Array,
     /** The first received frame (consumed) for which match returns non-null. */
     async waitFor<T>(match: (f: ReceivedFrame) => T | null, ms = 3000): Promise<T | null> {
       const deadline = Date.now() + ms;
