@@ -7,13 +7,15 @@ import { runDemo, type DemoLog } from '../demo/demo.js';
 const USAGE = `usage: virtio-tap <command> [options]
 
 commands:
-  demo     open a TAP, give the host side an address, and exchange ARP,
-           ICMP echo and UDP with the host kernel, step by step
+  demo     run a virtio-net device on a TAP with the in-process guest driver,
+           give the host side an address, and exchange ARP, ICMP echo and UDP
+           with the host kernel, step by step
            --tap NAME        attach to an existing TAP (e.g. one you own) instead of creating one
            --bridge NAME     join the TAP to a Linux bridge that holds the host address
            --host-ip CIDR    host side address (default 198.18.0.1/24)
            --guest-ip ADDR   guest address (default 198.18.0.2)
            --timeout MS      how long to wait for each answer (default 3000)
+           --split           use the split ring layout (default packed)
   help     this text
 
 Needs CAP_NET_ADMIN (for example root) to create a TAP, or a TAP you own:
@@ -47,6 +49,7 @@ async function main(argv: string[]): Promise<number> {
         'host-ip': { type: 'string', default: '198.18.0.1/24' },
         'guest-ip': { type: 'string', default: '198.18.0.2' },
         timeout: { type: 'string', default: '3000' },
+        split: { type: 'boolean', default: false },
       },
     });
     const timeoutMs = Number(values.timeout);
@@ -60,6 +63,7 @@ async function main(argv: string[]): Promise<number> {
         hostCidr: values['host-ip'],
         guestIp: values['guest-ip'],
         timeoutMs,
+        layout: values.split === true ? 'split' : 'packed',
       },
       log,
     );

@@ -2,11 +2,13 @@
 // ICMP echo and UDP with the host kernel, printing each step.
 import { createSocket } from 'node:dgram';
 
+import { NetDriver, type ReceivedFrame } from '../driver/net-driver.js';
+import { NetDevice } from '../net/device.js';
+import { featureNames } from '../net/features.js';
 import { TapError } from '../tap/errors.js';
 import { Link } from '../tap/link.js';
-import { Tap, TUN_OFFLOAD_ALL, offloadNames } from '../tap/tap.js';
-import { waitForFrame } from '../tap/wait.js';
-import { formatIpv4, formatMac, parseCidr, randomMac } from '../util/addr.js';
+import { Tap, offloadNames } from '../tap/tap.js';
+import { formatIpv4, formatMac, parseCidr } from '../util/addr.js';
 import { buildArp, buildIcmpEcho, buildUdp, completeChecksum, describeFrame, parseArp, parseIcmpEcho, parseUdp } from '../util/packet.js';
 import { tunFeatureNames } from './features.js';
 
@@ -20,6 +22,8 @@ export interface DemoOptions {
   /** Add the TAP to this Linux bridge (created if missing) and put the host address there. */
   bridge?: string;
   timeoutMs: number;
+  /** Ring layout the driver asks for. */
+  layout?: 'split' | 'packed';
 }
 
 export interface DemoLog {
@@ -29,14 +33,12 @@ export interface DemoLog {
   fail(text: string): void;
 }
 
-const VNET_HDR = 12;
 
 class DemoFailure extends Error {}
 
 export async function runDemo(o: DemoOptions, log: DemoLog): Promise<number> {
   const host = parseCidr(o.hostCidr);
   const guestIp = parseCidr(o.guestIp).address;
-  const guestMac = randomMac();
   let tap: Tap;
   log.step(o.tap === undefined ? 'Create a TAP' : `Attach to the TAP "${o.tap}"`);
   try {
@@ -48,39 +50,46 @@ export async function runDemo(o: DemoOptions, log: DemoLog): Promise<number> {
     }
     throw err;
   }
-  const stats = { framesOut: 0, bytesOut: 0, framesIn: 0, bytesIn: 0 };
-  const q = tap.queue;
-  const hdr = new Uint8Array(VNET_HDR); // no offload requests from the guest side
+  // The guest: a TypeScript virtio-net driver talking to the device in this process.
+  let driver!: NetDriver;
+  const device = new NetDevice({ tap, interrupt: (kind, queue) => driver.interrupt(kind, queue), features: { RING_PACKED: o.layout !== 'split' } });
+  device.on('error', (e: Error) => log.fail(`device: ${e.message}`));
+  driver = new NetDriver(device, { queueSize: 256 });
+  const inbox: ReceivedFrame[] = [];
+  let wake: (() => void) | null = null;
+  driver.onFrame = (f) => {
+    inbox.push(f);
+    wake?.();
+  };
   const send = (frame: Uint8Array, why: string) => {
-    const buf = new Uint8Array(VNET_HDR + frame.length);
-    buf.set(hdr);
-    buf.set(frame, VNET_HDR);
-    const n = q.write(buf);
-    if (n < 0) throw new DemoFailure(`writing ${why} to ${tap.name} failed: errno ${-n}`);
-    stats.framesOut++;
-    stats.bytesOut += n;
+    if (!driver.send(frame)) throw new DemoFailure(`the transmit queue is full sending ${why}`);
     log.info(`guest → host  ${describeFrame(frame)}`);
   };
   const receive = async <T>(what: string, match: (f: Uint8Array) => T | null): Promise<T> => {
-    const got = await waitForFrame(
-      q,
-      (buf) => {
-        stats.framesIn++;
-        stats.bytesIn += buf.length;
-        if (buf.length <= VNET_HDR) return null;
-        const f = buf.subarray(VNET_HDR);
-        // The host may hand over a partial checksum (VIRTIO_NET_HDR_F_NEEDS_CSUM,
-        // VIRTIO 1.2 §5.1.6.4.1): complete it as the guest's driver would.
-        const dv = new DataView(buf.buffer, buf.byteOffset, VNET_HDR);
-        if ((dv.getUint8(0) & 1) !== 0) completeChecksum(f, dv.getUint16(6, true), dv.getUint16(8, true));
-        const hit = match(f);
-        if (hit !== null) log.info(`host → guest  ${describeFrame(f)}${(dv.getUint8(0) & 1) !== 0 ? ' (checksum completed from NEEDS_CSUM)' : ''}`);
-        return hit;
-      },
-      o.timeoutMs,
-    );
-    if (got === null) throw new DemoFailure(`no ${what} within ${o.timeoutMs} ms`);
-    return got;
+    const deadline = Date.now() + o.timeoutMs;
+    for (;;) {
+      while (inbox.length > 0) {
+        const { frame, header } = inbox.shift()!;
+        // A partial checksum (VIRTIO_NET_HDR_F_NEEDS_CSUM, §5.1.6.4.1): complete it as a guest stack would.
+        const partial = (header.flags & 1) !== 0;
+        if (partial) completeChecksum(frame, header.csumStart, header.csumOffset);
+        const hit = match(frame);
+        if (hit !== null) {
+          log.info(`host → guest  ${describeFrame(frame)}${partial ? ' (checksum completed from NEEDS_CSUM)' : ''}`);
+          return hit;
+        }
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) throw new DemoFailure(`no ${what} within ${o.timeoutMs} ms`);
+      await new Promise<void>((res) => {
+        const t = setTimeout(res, left);
+        wake = () => {
+          clearTimeout(t);
+          wake = null;
+          res();
+        };
+      });
+    }
   };
 
   const sock = createSocket('udp4');
@@ -88,14 +97,19 @@ export async function runDemo(o: DemoOptions, log: DemoLog): Promise<number> {
   try {
     log.ok(`TAP ${tap.name}: MAC ${tap.mac}, MTU ${tap.mtu}, ${tap.queues.length} queue(s), vnet header ${tap.vnetHdrSize} bytes`);
     log.info(`kernel tun features (TUNGETFEATURES 0x${tap.kernelFeatures.toString(16)}): ${tunFeatureNames(tap.kernelFeatures).join(' ')}`);
-    const off = tap.setOffloads(TUN_OFFLOAD_ALL);
-    log.info(`offloads accepted (TUNSETOFFLOAD): ${offloadNames(off.accepted).join(' ') || 'none'}`);
-    if (off.refused !== 0) log.info(`offloads refused by this kernel: ${offloadNames(off.refused).join(' ')}`);
+
+    log.step('Start the device and the guest driver (VIRTIO 1.2 §3.1.1)');
+    driver.start();
+    log.ok(`status ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK = 0x${device.status.toString(16)}`);
+    log.info(`features negotiated: ${featureNames(driver.features).join(' ')}`);
+    log.info(`guest MAC ${formatMac(driver.mac)} (config space), ${driver.mergeable ? 'mergeable receive buffers' : 'one buffer per frame'}, ${device.queues.length} virtqueues`);
+    log.info(`TAP offloads from the guest's features (TUNSETOFFLOAD): ${offloadNames(tap.offloads).join(' ') || 'none'}`);
 
     log.step('Configure the host side');
     hostSide = configureHost(tap, o, host, log);
     const hostIfName = hostSide.ifname;
     const hostIp = host.address;
+    const guestMac = driver.mac;
     log.info(`guest: ${formatIpv4(guestIp)} at ${formatMac(guestMac)}; host: ${formatIpv4(hostIp)} on ${hostIfName}`);
 
     log.step('ARP: the guest asks who has the host address');
@@ -147,9 +161,12 @@ export async function runDemo(o: DemoOptions, log: DemoLog): Promise<number> {
     if (!answer.checksumOk) throw new DemoFailure('the UDP answer has a bad checksum');
     log.ok(`guest received "${new TextDecoder().decode(answer.data)}" from the host, checksum good`);
 
-    log.step('Counters');
-    log.info(`guest → host: ${stats.framesOut} frames, ${stats.bytesOut} bytes`);
-    log.info(`host → guest: ${stats.framesIn} frames, ${stats.bytesIn} bytes (including frames the demo passed over)`);
+    log.step('Device metrics');
+    const m = device.metrics;
+    log.info(`transmit: ${m.txPackets} frames, ${m.txBytes} bytes; receive: ${m.rxPackets} frames, ${m.rxBytes} bytes (headers included)`);
+    log.info(`interrupts ${m.interrupts}, kicks ${m.kicks}, dropped ${m.dropped}, no-buffer events ${m.rxNoBuffer}, TAP errors ${m.tapErrors}`);
+    log.info(`guest driver: ${driver.stats.txFrames} sent, ${driver.stats.rxFrames} received (IPv6 neighbour discovery included)`);
+    if (m.dropped !== 0) throw new DemoFailure(`the device dropped ${m.dropped} frames: ${JSON.stringify(m.drops)}`);
     return 0;
   } catch (err) {
     if (err instanceof DemoFailure || err instanceof TapError) {
@@ -160,6 +177,7 @@ export async function runDemo(o: DemoOptions, log: DemoLog): Promise<number> {
   } finally {
     sock.close();
     log.step('Clean up');
+    device.close();
     tap.close();
     const br = hostSide?.createdBridge ?? null;
     if (br !== null) {
