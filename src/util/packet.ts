@@ -290,3 +290,82 @@ export function describeFrame(frame: Uint8Array): string {
   const type = frame.length >= 14 ? ((frame[12] ?? 0) << 8) | (frame[13] ?? 0) : 0;
   return `Ethernet type 0x${type.toString(16).padStart(4, '0')} ${frame.length} bytes`;
 }
+
+export const TCP_FIN = 0x01;
+export const TCP_SYN = 0x02;
+export const TCP_RST = 0x04;
+export const TCP_PSH = 0x08;
+export const TCP_ACK = 0x10;
+
+export interface TcpOptions {
+  srcMac: Uint8Array;
+  dstMac: Uint8Array;
+  src: number;
+  dst: number;
+  srcPort: number;
+  dstPort: number;
+  seq: number;
+  ack: number;
+  flags: number;
+  window: number;
+  /** TCP options, already encoded, padded to a multiple of 4. */
+  options?: Uint8Array;
+  data?: Uint8Array;
+  /** 'full' (default) or 'partial': only the pseudo-header sum, for NEEDS_CSUM and TSO. */
+  checksum?: 'full' | 'partial';
+}
+
+/** An Ethernet/IPv4/TCP frame (RFC 9293). */
+export function buildTcp(t: TcpOptions): Uint8Array {
+  const opts = t.options ?? new Uint8Array(0);
+  const data = t.data ?? new Uint8Array(0);
+  const hlen = 20 + opts.length;
+  const seg = new Uint8Array(hlen + data.length);
+  const dv = new DataView(seg.buffer);
+  dv.setUint16(0, t.srcPort);
+  dv.setUint16(2, t.dstPort);
+  dv.setUint32(4, t.seq >>> 0);
+  dv.setUint32(8, t.ack >>> 0);
+  seg[12] = (hlen / 4) << 4;
+  seg[13] = t.flags;
+  dv.setUint16(14, t.window);
+  seg.set(opts, 20);
+  seg.set(data, hlen);
+  const pseudo = pseudoHeaderSum(t.src, t.dst, IPPROTO_TCP, seg.length);
+  dv.setUint16(16, t.checksum === 'partial' ? pseudo : internetChecksum(seg, 0, seg.length, pseudo));
+  return buildIpv4({ srcMac: t.srcMac, dstMac: t.dstMac, src: t.src, dst: t.dst, protocol: IPPROTO_TCP, payload: seg });
+}
+
+export interface ParsedTcp extends ParsedIpv4 {
+  srcPort: number;
+  dstPort: number;
+  seq: number;
+  ack: number;
+  flags: number;
+  window: number;
+  data: Uint8Array;
+  checksumOk: boolean;
+}
+
+export function parseTcp(frame: Uint8Array): ParsedTcp | null {
+  const ip = parseIpv4(frame);
+  if (ip === null || ip.protocol !== IPPROTO_TCP) return null;
+  const o = ip.l4Offset;
+  const end = ETH_HLEN + ip.totalLength;
+  if (frame.length < end || end < o + 20) return null;
+  const dv = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+  const hlen = ((frame[o + 12] ?? 0) >>> 4) * 4;
+  if (hlen < 20 || o + hlen > end) return null;
+  const len = end - o;
+  return {
+    ...ip,
+    srcPort: dv.getUint16(o),
+    dstPort: dv.getUint16(o + 2),
+    seq: dv.getUint32(o + 4),
+    ack: dv.getUint32(o + 8),
+    flags: frame[o + 13] ?? 0,
+    window: dv.getUint16(o + 14),
+    data: frame.subarray(o + hlen, end),
+    checksumOk: internetChecksum(frame, o, end, pseudoHeaderSum(ip.src, ip.dst, IPPROTO_TCP, len)) === 0,
+  };
+}
