@@ -5,6 +5,7 @@
  *   tap_loop read  IFNAME SECONDS             read frames in a loop
  *   tap_loop send  IFNAME FRAMEFILE SECONDS   send the frame from the host side
  *                                             through an AF_PACKET socket
+ *   tap_loop inject IFNAME FRAMEFILE COUNT    the same, COUNT times (for tests)
  *
  * write and read attach to an existing TAP (IFF_TAP|IFF_NO_PI) by name; each
  * prints one JSON line: {"frames":N,"bytes":N,"seconds":S,"errors":N}.
@@ -89,7 +90,7 @@ int main(int argc, char **argv) {
   int fd;
   if (strcmp(mode, "write") == 0) {
     fd = attach(ifname);
-  } else if (strcmp(mode, "send") == 0) {
+  } else if (strcmp(mode, "send") == 0 || strcmp(mode, "inject") == 0) {
     fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
     if (fd < 0) { perror("socket AF_PACKET"); return 2; }
     struct sockaddr_ll sll;
@@ -101,6 +102,16 @@ int main(int argc, char **argv) {
   } else {
     fprintf(stderr, "unknown mode %s\n", mode);
     return 2;
+  }
+  if (strcmp(mode, "inject") == 0) {
+    long count = atol(argv[4]);
+    double start = now();
+    for (long i = 0; i < count; i++) {
+      ssize_t n = write(fd, buf, len);
+      if (n > 0) { frames++; bytes += (size_t)n; } else errors++;
+    }
+    report(frames, bytes, now() - start, errors);
+    return errors == 0 ? 0 : 1;
   }
   double start = now(), end = start + secs, t = start;
   while (t < end) {

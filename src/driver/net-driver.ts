@@ -90,7 +90,7 @@ export class NetDriver {
   onConfigChange: (() => void) | null = null;
   private readonly dev: VirtioDeviceHandle;
   private readonly o: Required<Omit<NetDriverOptions, 'features' | 'rxBufferSize'>> & Pick<NetDriverOptions, 'features' | 'rxBufferSize'>;
-  private readonly alloc: GuestAllocator;
+  private alloc: GuestAllocator;
   private readonly queues: PairQueues[] = [];
   private ctrl: DriverQueue | null = null;
   private ctrlBuf = 0;
@@ -111,6 +111,11 @@ export class NetDriver {
   /** §3.1.1: reset, acknowledge, negotiate, set up queues, DRIVER_OK. */
   start(): void {
     const d = this.dev;
+    // A start is also a restart (after a reset): rings and buffers are laid out afresh.
+    this.queues.length = 0;
+    this.ctrl = null;
+    this.alloc = new GuestAllocator(0, this.mem.regions[0]!.size);
+    this.mem.regions[0]!.bytes.fill(0);
     d.setStatus(0);
     d.setStatus(VIRTIO_CONFIG_S_ACKNOWLEDGE);
     d.setStatus(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);

@@ -30,6 +30,7 @@ import { regionViews, type NetQueueContext } from './queue-context.js';
 import type { RateLimiter } from './rate-limiter.js';
 
 const EAGAIN = osConstants.errno.EAGAIN;
+const EFAULT = osConstants.errno.EFAULT;
 /** Frames handled per readiness event before yielding to the loop. */
 const BUDGET = 1024;
 
@@ -43,8 +44,10 @@ export class RxQueue {
   private readonly limiter: RateLimiter;
   private readonly mergeable: boolean;
   private readonly guestCsum: boolean;
-  /** The least a frame's buffers must hold: the largest frame plus the header. */
+  /** What a frame's buffers should hold: the largest frame plus the header. */
   private readonly need: number;
+  /** The least worth reading into (MRG_RXBUF): an MTU-sized frame plus the header. */
+  private readonly minNeed: number;
   private readonly chain: DescriptorChain;
   private readonly plan: IoPlan;
   private readonly batch: number;
@@ -71,7 +74,8 @@ export class RxQueue {
       hasFeature(f, b),
     );
     // §5.1.6.3.1: with guest GSO and without MRG_RXBUF, buffers of at least 65562 bytes.
-    this.need = gso ? BIG_RX_BUFFER : NET_HDR_SIZE + 14 + 4 + mtu;
+    this.minNeed = NET_HDR_SIZE + 14 + 4 + mtu;
+    this.need = gso ? BIG_RX_BUFFER : this.minNeed;
     // Merged frames need up to `need` bytes of chains each.
     const cap = this.mergeable ? Math.max(batch, Math.ceil(this.need / 256) + 8) : batch;
     this.batch = batch;
@@ -111,16 +115,26 @@ export class RxQueue {
     }
   }
 
-  // No receive buffers: stop reading, and ask the driver to kick when it adds some.
-  private outOfBuffers(): boolean {
-    if (this.q.enableNotifications()) {
-      this.q.disableNotifications();
-      return false; // buffers arrived meanwhile
+  /**
+   * Not enough receive buffers: stop reading and ask the driver to kick when
+   * it adds some. `end` is the queue position past every chain seen; chains
+   * added beyond it meanwhile mean reading can go on (true).
+   */
+  private waitForBuffers(end: number): boolean {
+    const q = this.q;
+    q.enableNotifications();
+    const start = q.savePosition();
+    q.restorePosition(end);
+    const more = q.hasAvailable();
+    q.restorePosition(start);
+    if (more) {
+      q.disableNotifications();
+      return true;
     }
     this.ctx.metrics.rxNoBuffer++;
     this.wantsReadable = false;
     this.ctx.updateWatch();
-    return true;
+    return false;
   }
 
   // Pops one chain into entry i; returns 1 (usable), 0 (dropped, recorded), -1 (empty), -2 (broken).
@@ -164,7 +178,7 @@ export class RxQueue {
       }
       n++;
     }
-    if (n === 0) return this.outOfBuffers() ? 0 : 1;
+    if (n === 0) return this.waitForBuffers(this.q.savePosition()) ? 1 : 0;
     const done = plan.frames > 0 ? this.tap.readBatch(plan) : 0;
     const m = this.ctx.metrics;
     let delivered = 0;
@@ -225,14 +239,23 @@ export class RxQueue {
       k++;
       if (!this.mergeable) break;
     }
-    if (room < this.need) {
-      // Not enough buffers for the largest frame: give them back and wait for more.
+    if (room < this.minNeed || k === 0) {
+      // Not enough buffers for a frame: give them back and wait for more.
+      const end = this.q.savePosition();
       if (k > 0) this.q.restorePosition(e.pos[0]!);
       this.flush();
-      return this.outOfBuffers() ? 0 : 1;
+      return this.waitForBuffers(end) ? 1 : 0;
     }
     const done = this.tap.readBatch(plan);
     const r = done > 0 ? plan.results[0]! : -EAGAIN;
+    if (r === -EFAULT && room < this.need) {
+      // The frame was larger than every buffer offered for it: the TAP drops
+      // it (EFAULT) and so is it counted.
+      this.ctx.metrics.drops.rx_frame_truncated++;
+      this.q.restorePosition(e.pos[0]!);
+      this.flush();
+      return 1;
+    }
     if (r < 0) {
       this.q.restorePosition(e.pos[0]!);
       if (r !== -EAGAIN) this.readError(r);

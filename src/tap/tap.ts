@@ -84,6 +84,7 @@ export class TapQueue extends EventEmitter<{ readable: []; writable: []; error: 
   private fdValue: number;
   private poller: NativePoller | undefined;
   private watching = 0;
+  private isEnabled = true;
   private readonly tap: Tap;
   private readonly n: NativeBinding;
 
@@ -145,8 +146,15 @@ export class TapQueue extends EventEmitter<{ readable: []; writable: []; error: 
   /** TUNSETQUEUE: attach (true) or detach (false) this queue of a multi-queue TAP from the kernel's steering. */
   setEnabled(enabled: boolean): void {
     if (this.fdValue < 0) throw this.closedError('setEnabled');
+    if (enabled === this.isEnabled) return; // tun refuses attaching an attached queue (EINVAL)
     const rc = this.n.tunSetQueue(this.fdValue, enabled ? 1 : 0);
     if (rc < 0) throw errnoError(rc, 'TUNSETQUEUE', this.tap.name, `${enabled ? 'attaching' : 'detaching'} queue ${this.index}`);
+    this.isEnabled = enabled;
+  }
+
+  /** Whether the kernel steers frames to this queue (a new queue is attached). */
+  get enabled(): boolean {
+    return this.isEnabled;
   }
 
   /** Stops the poller before the fd closes, so the loop never watches a stale fd. */

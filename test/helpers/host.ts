@@ -2,7 +2,11 @@
 // interface counters, and bounded waits.
 import { execFileSync } from 'node:child_process';
 import { createSocket } from 'node:dgram';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { nativeBuildDir } from '../../src/tap/binding.js';
 
 import type { TapQueue } from '../../src/tap/tap.js';
 import { waitForFrame } from '../../src/tap/wait.js';
@@ -59,4 +63,16 @@ export async function udpReceiver(address: string, port = 0) {
 /** Reads frames from a TAP queue until one satisfies `match` (see waitForFrame). */
 export function readMatching<T>(queue: TapQueue, match: (frame: Uint8Array) => T | null, ms = 3000): Promise<T | null> {
   return waitForFrame(queue, match, ms);
+}
+
+/** Sends `frame` into the host side of a TAP `count` times, through a packet socket (bench/c/tap_loop.c). */
+export function injectFrame(ifname: string, frame: Uint8Array, count = 1): void {
+  const dir = mkdtempSync(join(tmpdir(), 'vt-inject-'));
+  try {
+    const file = join(dir, 'frame.bin');
+    writeFileSync(file, frame);
+    execFileSync(join(nativeBuildDir(), 'tap_loop'), ['inject', ifname, file, String(count)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
