@@ -1,19 +1,24 @@
-// `npm run bench [-- SUITE...] [--seconds S] [--reps N] [--chains N]`: runs benchmark
+// `npm run bench [-- SUITE...] [--seconds S] [--reps N] [--chains N] [--soak S]`: runs benchmark
 // suites, prints a table per suite and writes bench/results/<suite>.json.
 // Suites that need a TAP run inside a network namespace made for the run.
 import { parseArgs } from 'node:util';
 
 import { canMakeNetns, insideNetns, runInNetns } from '../scripts/netns.mjs';
 import { printTable, type Row, writeSuite } from './lib/report.js';
+import { runNetBench } from './net.js';
 import { runRingBench } from './ring.js';
 import { runTapBench } from './tap.js';
 
 const progress = (m: string) => process.stderr.write(`  ${m}\n`);
 
-const SUITES: Record<string, { needsTap: boolean; run: (o: { seconds: number; reps: number; chains: number }) => Promise<Row[]> }> = {
+const SUITES: Record<string, { needsTap: boolean; run: (o: { seconds: number; reps: number; chains: number; soak: number }) => Promise<Row[]> }> = {
   ring: {
     needsTap: false,
     run: async (o) => runRingBench({ chains: o.chains, reps: o.reps, progress }),
+  },
+  net: {
+    needsTap: true,
+    run: (o) => runNetBench({ ...o, progress }),
   },
   tap: {
     needsTap: true,
@@ -27,6 +32,7 @@ const { values, positionals } = parseArgs({
     seconds: { type: 'string', default: '3' },
     reps: { type: 'string', default: '3' },
     chains: { type: 'string', default: '10000000' },
+    soak: { type: 'string', default: '60' },
   },
 });
 
@@ -40,6 +46,11 @@ for (const s of chosen) {
 const seconds = Number(values.seconds);
 const reps = Number(values.reps);
 const chains = Number(values.chains);
+const soak = Number(values.soak);
+if (!(soak >= 5 && soak <= 3600)) {
+  console.error('--soak must be from 5 to 3600 seconds');
+  process.exit(2);
+}
 if (!Number.isInteger(chains) || chains < 1000 || chains > 1e9) {
   console.error('--chains must be an integer from 1000 to 1e9');
   process.exit(2);
@@ -61,7 +72,7 @@ for (const s of chosen) {
   const suite = SUITES[s];
   if (suite === undefined) continue;
   process.stderr.write(`suite ${s}\n`);
-  const rows = await suite.run({ seconds, reps, chains });
+  const rows = await suite.run({ seconds, reps, chains, soak });
   printTable(s, rows);
   console.log(`wrote ${writeSuite(s, rows)}`);
 }

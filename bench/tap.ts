@@ -1,17 +1,16 @@
 // `npm run bench -- tap`: the Tap's batched write and read paths against a
 // plain C loop (bench/c/tap_loop.c, one frame per syscall) on the same TAP,
 // with the same frames, in the same run. The host kernel is the peer.
-import { spawn } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { nativeBuildDir } from '../src/tap/binding.js';
 import { IoPlan, registerIoRegion, unregisterIoRegion } from '../src/tap/io-plan.js';
 import { Tap } from '../src/tap/tap.js';
 import { parseIpv4 as ip, parseMac } from '../src/util/addr.js';
 import { buildUdp } from '../src/util/packet.js';
+import { rate, runC } from './lib/c-loop.js';
 import { median, row, type Row } from './lib/report.js';
 
 export interface TapBenchOptions {
@@ -26,32 +25,14 @@ const PEER = '198.18.9.2';
 const PEER_MAC = '02:00:00:00:09:02';
 const BATCH = 64;
 
-interface LoopResult {
-  frames: number;
-  seconds: number;
-}
-
 /** A UDP frame of exactly `size` bytes from PEER to the host's discard socket. */
 function frameOfSize(size: number, hostMac: string, port: number): Uint8Array {
   const data = new Uint8Array(size - 14 - 20 - 8).fill(0x5a);
   return buildUdp({ srcMac: parseMac(PEER_MAC), dstMac: parseMac(hostMac), src: ip(PEER), dst: ip(HOST), srcPort: 9999, dstPort: port, data });
 }
 
-function runC(args: string[]): Promise<LoopResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(join(nativeBuildDir(), 'tap_loop'), args, { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.on('error', reject);
-    child.on('exit', (code) => {
-      if (code !== 0) reject(new Error(`tap_loop ${args.join(' ')} exited ${code}`));
-      else resolve(JSON.parse(out.trim()) as LoopResult);
-    });
-  });
-}
-
 /** Batched writes of the same frame, BATCH frames per native call. */
-function tsWrite(name: string, frame: Uint8Array, seconds: number): LoopResult {
+function tsWrite(name: string, frame: Uint8Array, seconds: number): { frames: number; seconds: number } {
   const tap = Tap.attach(name);
   const mem = new Uint8Array(BATCH * frame.length);
   for (let i = 0; i < BATCH; i++) mem.set(frame, i * frame.length);
@@ -76,7 +57,7 @@ function tsWrite(name: string, frame: Uint8Array, seconds: number): LoopResult {
 }
 
 /** Reads driven by readiness events, draining BATCH frames per native call until EAGAIN. */
-function tsRead(name: string, seconds: number): Promise<LoopResult> {
+function tsRead(name: string, seconds: number): Promise<{ frames: number; seconds: number }> {
   const tap = Tap.attach(name);
   const slot = 2048;
   const mem = new Uint8Array(BATCH * slot);
@@ -119,15 +100,11 @@ function udpSeen(): number {
 }
 
 /** Runs a write loop and measures the share of its frames that reached the host's UDP layer. */
-async function measured(loop: () => Promise<LoopResult> | LoopResult): Promise<{ rate: number; seen: number }> {
+async function measured(loop: () => Promise<{ frames: number; seconds: number }> | { frames: number; seconds: number }): Promise<{ rate: number; seen: number }> {
   const before = udpSeen();
   const r = await loop();
   await new Promise((res) => setTimeout(res, 100));
   return { rate: rate(r), seen: r.frames > 0 ? (udpSeen() - before) / r.frames : 0 };
-}
-
-function rate(r: LoopResult): number {
-  return r.frames / r.seconds;
 }
 
 export async function runTapBench(o: TapBenchOptions): Promise<Row[]> {

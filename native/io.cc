@@ -110,6 +110,104 @@ static Napi::Value Batch(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(done));
 }
 
+// readvMergeable(fd, plan, groups, minRoom, maxRoom, results) -> frames.
+// The plan holds `groups` groups of segments (the same layout as frames).
+// Frames are read one per readv from a cursor over the groups: each readv is
+// given the groups from the cursor until `maxRoom` bytes (or all that is
+// left), and the frame consumes whole groups, as many as its bytes need.
+// results[2i] = bytes or -errno, results[2i+1] = groups consumed. Stops at
+// EAGAIN (reported, nothing consumed), or when less than `minRoom` bytes of
+// groups are left. Long on purpose: the hot loop of mergeable receive.
+static Napi::Value ReadvMergeable(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t fd, groups, minRoom, maxRoom;
+  if (!ArgInt(info, 0, 0, INT32_MAX, &fd)) return env.Undefined();
+  if (info.Length() < 6 || !info[1].IsTypedArray() ||
+      info[1].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array || !info[5].IsTypedArray() ||
+      info[5].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+    Napi::TypeError::New(env, "expected (fd, plan: Float64Array, groups, minRoom, maxRoom, results: Int32Array)")
+        .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  if (!ArgInt(info, 2, 0, 4096, &groups) || !ArgInt(info, 3, 1, INT32_MAX, &minRoom) ||
+      !ArgInt(info, 4, 1, INT32_MAX, &maxRoom))
+    return env.Undefined();
+  Napi::Float64Array planArr = info[1].As<Napi::Float64Array>();
+  Napi::Int32Array resArr = info[5].As<Napi::Int32Array>();
+  BatchArgs a{static_cast<int>(fd), planArr.Data(), planArr.ElementLength(), 0, nullptr};
+  int32_t* results = resArr.Data();
+  size_t maxFrames = resArr.ElementLength() / 2;
+  AddonData* data = GetData(env);
+  data->epoch++;
+  if (data->epoch == 0) data->epoch = 1;
+
+  static thread_local struct iovec iov[kMaxSegments];
+  static thread_local size_t groupStart[4097];
+  static thread_local size_t groupRoom[4096];
+  // Resolve every group once; an invalid one ends the usable groups.
+  size_t pos = 0, nseg = 0, usable = 0;
+  for (; usable < static_cast<size_t>(groups); usable++) {
+    if (pos >= a.planLen) break;
+    double n = a.plan[pos];
+    // Invariant: the group's segments fit both the plan and the iovec array.
+    if (!(n >= 1 && n <= kMaxSegments) || n != std::floor(n)) break;
+    size_t cnt = static_cast<size_t>(n);
+    if (a.planLen - pos - 1 < cnt * 3 || nseg + cnt > static_cast<size_t>(kMaxSegments)) break;
+    size_t room = 0;
+    bool ok = true;
+    for (size_t i = 0; i < cnt; i++) {
+      const double* seg = a.plan + pos + 1 + i * 3;
+      size_t len = 0;
+      uint8_t* p = ResolveSegment(env, data, seg[0], seg[1], seg[2], &len);
+      if (p == nullptr) {
+        ok = false;
+        break;
+      }
+      iov[nseg + i].iov_base = p;
+      iov[nseg + i].iov_len = len;
+      room += len;
+    }
+    if (!ok) break;
+    groupStart[usable] = nseg;
+    groupRoom[usable] = room;
+    nseg += cnt;
+    pos += 1 + cnt * 3;
+  }
+  groupStart[usable] = nseg;
+
+  size_t g = 0, frames = 0;
+  while (frames < maxFrames && g < usable) {
+    size_t left = 0, last = g;
+    for (size_t j = g; j < usable && left < static_cast<size_t>(maxRoom); j++) {
+      left += groupRoom[j];
+      last = j + 1;
+    }
+    if (left < static_cast<size_t>(minRoom)) break;
+    ssize_t rc;
+    int cnt = static_cast<int>(groupStart[last] - groupStart[g]);
+    do {
+      rc = readv(a.fd, &iov[groupStart[g]], cnt);
+    } while (rc < 0 && errno == EINTR);
+    if (rc < 0) {
+      int err = errno == EWOULDBLOCK ? EAGAIN : errno;
+      results[frames * 2] = -err;
+      results[frames * 2 + 1] = 0;
+      frames++;
+      break;
+    }
+    size_t used = 0, got = 0;
+    do {
+      got += groupRoom[g + used];
+      used++;
+    } while (got < static_cast<size_t>(rc) && g + used < last);
+    results[frames * 2] = static_cast<int32_t>(rc);
+    results[frames * 2 + 1] = static_cast<int32_t>(used);
+    frames++;
+    g += used;
+  }
+  return Napi::Number::New(env, static_cast<double>(frames));
+}
+
 // Single-frame I/O on a typed array, for set-up, tests and tools.
 template <bool kWrite>
 static Napi::Value Single(const Napi::CallbackInfo& info) {
@@ -134,6 +232,7 @@ static Napi::Value Single(const Napi::CallbackInfo& info) {
 void InitIo(Napi::Env env, Napi::Object exports) {
   exports.Set("writevBatch", Napi::Function::New(env, Batch<true>, "writevBatch"));
   exports.Set("readvBatch", Napi::Function::New(env, Batch<false>, "readvBatch"));
+  exports.Set("readvMergeable", Napi::Function::New(env, ReadvMergeable, "readvMergeable"));
   exports.Set("writeFrame", Napi::Function::New(env, Single<true>, "writeFrame"));
   exports.Set("readFrame", Napi::Function::New(env, Single<false>, "readFrame"));
   exports.Get("constants").As<Napi::Object>().Set("IOV_MAX", kMaxSegments);

@@ -26,17 +26,19 @@ import { describePrivileged } from './helpers/privileged.js';
 const u32 = (n: number) => Uint8Array.of(n & 0xff, (n >>> 8) & 0xff, (n >>> 16) & 0xff, n >>> 24);
 const u16 = (n: number) => Uint8Array.of(n & 0xff, n >>> 8);
 
-describePrivileged('net device: control queue filters', () => {
+for (const inOrder of [true, false]) {
+describePrivileged(`net device: control queue filters (IN_ORDER ${inOrder ? 'on: frame by frame' : 'off: batched'})`, () => {
   it('RX modes and the MAC table drop exactly what they should, and count it', async () => {
-    const rig = await startNet({ subnet: 90 });
+    const rig = await startNet({ subnet: inOrder ? 90 : 100, features: { IN_ORDER: inOrder } });
     const sock = await udpReceiver(rig.hostIp);
     try {
       const d = rig.driver;
       const other = parseMac('02:aa:bb:cc:dd:ee');
       const mcast = parseMac('01:00:5e:00:00:fb');
       // Frames injected from the host side with chosen destination MACs, through a packet socket.
-      sh('ip', 'neigh', 'replace', '198.18.90.7', 'lladdr', '02:aa:bb:cc:dd:ee', 'dev', rig.tap.name);
-      const toOther = () => sock.sock.send('to someone else', 9000, '198.18.90.7');
+      const otherIp = `198.18.${inOrder ? 90 : 100}.7`;
+      sh('ip', 'neigh', 'replace', otherIp, 'lladdr', '02:aa:bb:cc:dd:ee', 'dev', rig.tap.name);
+      const toOther = () => sock.sock.send('to someone else', 9000, otherIp);
       const toGuest = () => sock.sock.send('to the guest', 9001, rig.guestIp);
       sh('ip', 'neigh', 'replace', rig.guestIp, 'lladdr', Array.from(d.mac, (b) => b.toString(16).padStart(2, '0')).join(':'), 'dev', rig.tap.name);
       const seen = (port: number) => rig.waitFor((f) => (parseUdp(f.frame)?.dstPort === port ? true : null), 400);
@@ -59,7 +61,7 @@ describePrivileged('net device: control queue filters', () => {
       toOther();
       expect(await seen(9000)).toBe(true);
       // Broadcast passes until NOBCAST.
-      const bcast = () => sock.sock.send('everyone', 9002, '198.18.90.255');
+      const bcast = () => sock.sock.send('everyone', 9002, `198.18.${inOrder ? 90 : 100}.255`);
       sock.sock.setBroadcast(true);
       bcast();
       expect(await seen(9002)).toBe(true);
@@ -85,7 +87,7 @@ describePrivileged('net device: control queue filters', () => {
   });
 
   it('VLAN filtering passes only the VLANs added', async () => {
-    const rig = await startNet({ subnet: 91 });
+    const rig = await startNet({ subnet: inOrder ? 91 : 101, features: { IN_ORDER: inOrder } });
     try {
       expect(rig.driver.control(VIRTIO_NET_CTRL_VLAN, VIRTIO_NET_CTRL_VLAN_ADD, u16(10))).toBe(VIRTIO_NET_OK);
       // Tagged frames for the guest, sent into the TAP from the host side.
@@ -111,6 +113,8 @@ describePrivileged('net device: control queue filters', () => {
     }
   });
 });
+
+}
 
 describePrivileged('net device: backpressure, reset, metrics, rate limits', () => {
   it('a burst with no receive buffers loses nothing beyond what is counted, and traffic resumes', async () => {

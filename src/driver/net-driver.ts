@@ -58,6 +58,8 @@ export interface NetDriverOptions {
   rxBufferSize?: number;
   /** Share guest memory (SharedArrayBuffer), for device queues in worker threads. */
   shared?: boolean;
+  /** Copy each received frame out for onFrame (default); false only counts them (benchmarks). */
+  copyFrames?: boolean;
 }
 
 export interface ReceivedFrame {
@@ -96,11 +98,12 @@ export class NetDriver {
   private ctrlBuf = 0;
   private rxBufferSize = 0;
   private pollScheduled = false;
+  private polling = false;
   private readonly received: ReceivedFrame[] = [];
 
   constructor(device: VirtioDeviceHandle, options: NetDriverOptions = {}) {
     this.dev = device;
-    this.o = { queueSize: 256, pairs: 1, shared: false, ...options };
+    this.o = { queueSize: 256, pairs: 1, shared: false, copyFrames: true, ...options };
     const size = this.o.queueSize;
     // Rings, receive buffers at their largest, transmit slots, a big slot per queue entry... sized generously.
     const perPair = 2 * (16 * size + 8 * size + 64) + size * BIG_RX_BUFFER + size * 2048 + 4 * 65600;
@@ -237,7 +240,10 @@ export class NetDriver {
       return;
     }
     this.stats.interrupts++;
-    if (this.pollScheduled) return;
+    // An interrupt raised while polling (re-posting buffers kicks the device,
+    // which may fill them at once) needs no new poll: the running one checks
+    // again before it stops. Scheduling one would chain microtasks forever.
+    if (this.polling || this.pollScheduled) return;
     this.pollScheduled = true;
     queueMicrotask(() => {
       this.pollScheduled = false;
@@ -246,22 +252,50 @@ export class NetDriver {
   }
 
   /** Reaps every queue: frames go to onFrame (or the received list); buffers are posted again. */
-  poll(): number {
+  poll(budget = 256): number {
+    this.polling = true;
+    try {
+      return this.pollQueues(budget);
+    } finally {
+      this.polling = false;
+    }
+  }
+
+  private pollQueues(budget: number): number {
     let n = 0;
+    let more = false;
     this.queues.forEach((q, pair) => {
-      // Reap, then ask for the next interrupt; buffers used meanwhile are reaped too
-      // (the race every driver closes this way, as Linux's NAPI loop does).
-      do {
+      // Reap, then ask for the next interrupt; buffers used meanwhile are reaped
+      // too (the race every driver closes this way). Past the budget, yield to
+      // the event loop and poll again, as Linux's NAPI does: re-posting buffers
+      // kicks the device, which may fill them at once, and a loop that never
+      // yields would starve everything else.
+      let done = 0;
+      for (;;) {
         this.reapTx(q);
-        n += this.reapRx(q, pair);
+        done += this.reapRx(q, pair);
         this.postRx(q);
-      } while (q.rx.enableInterrupts() || q.tx.enableInterrupts());
+        if (done >= budget) {
+          more = true;
+          break;
+        }
+        if (!q.rx.enableInterrupts() && !q.tx.enableInterrupts()) break;
+      }
+      n += done;
     });
+    if (more && !this.pollScheduled) {
+      this.pollScheduled = true;
+      setImmediate(() => {
+        this.pollScheduled = false;
+        this.poll();
+      });
+    }
     return n;
   }
 
   private reapRx(q: PairQueues, pair: number): number {
     let n = 0;
+    if (!this.o.copyFrames) return this.countRx(q);
     for (let tok = q.rx.popUsed(); tok >= 0; tok = q.rx.popUsed()) {
       const len = q.rx.usedLen;
       const first = this.mem.view(q.rxBufs[tok]!, this.rxBufferSize);
@@ -291,6 +325,40 @@ export class NetDriver {
       n++;
     }
     return n;
+  }
+
+  // Counts received frames without copying them (copyFrames: false).
+  private countRx(q: PairQueues): number {
+    let n = 0;
+    for (let tok = q.rx.popUsed(); tok >= 0; tok = q.rx.popUsed()) {
+      q.rxInRing[tok] = 0;
+      this.stats.rxBytes += q.rx.usedLen;
+      if (this.mergeable) {
+        const v = this.mem.view(q.rxBufs[tok]!, NET_HDR_SIZE);
+        const more = (v[10]! | (v[11]! << 8)) - 1;
+        for (let k = 0; k < more; k++) {
+          const t = q.rx.popUsed();
+          if (t < 0) break;
+          q.rxInRing[t] = 0;
+          this.stats.rxBytes += q.rx.usedLen;
+        }
+      }
+      this.stats.rxFrames++;
+      n++;
+    }
+    return n;
+  }
+
+  /** The transmit queue of a pair, for callers that lay out their own chains (benchmarks). */
+  txQueue(pair = 0): DriverQueue {
+    const q = this.queues[pair];
+    if (q === undefined) throw new NetDriverError(`no queue pair ${pair}`);
+    return q.tx;
+  }
+
+  /** Guest memory of `len` bytes, for buffers of one's own. */
+  allocate(len: number, align = 64): number {
+    return this.alloc.alloc(len, align);
   }
 
   /** Frames received while no onFrame was set. */

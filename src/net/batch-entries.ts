@@ -14,8 +14,13 @@ export class BatchEntries {
   /** Plan frame index, or -1 when the chain is dropped for `reason`. */
   readonly frame: Int32Array;
   readonly reason: (DropReason | null)[];
+  /** Where the chain's first segment sits (the virtio_net_hdr): region and offset. */
+  readonly firstRegion: Int32Array;
+  readonly firstOffset: Float64Array;
 
   constructor(capacity: number) {
+    this.firstRegion = new Int32Array(capacity);
+    this.firstOffset = new Float64Array(capacity);
     this.head = new Uint16Array(capacity);
     this.slots = new Uint16Array(capacity);
     this.pos = new Uint32Array(capacity);
@@ -35,5 +40,27 @@ export class BatchEntries {
     this.bytes[i] = bytes;
     this.reason[i] = reason;
     this.frame[i] = -1;
+    this.firstRegion[i] = chain.count > 0 ? chain.region[0]! : -1;
+    this.firstOffset[i] = chain.count > 0 ? chain.offset[0]! : 0;
+  }
+
+  /** Keeps entries [0, total) whose flag is 1, in order; returns how many remain. */
+  keep(flags: Uint8Array, total: number): number {
+    let w = 0;
+    for (let i = 0; i < total; i++) {
+      if (flags[i] !== 1) continue;
+      if (w !== i) {
+        this.head[w] = this.head[i]!;
+        this.slots[w] = this.slots[i]!;
+        this.pos[w] = this.pos[i]!;
+        this.bytes[w] = this.bytes[i]!;
+        this.frame[w] = this.frame[i]!;
+        this.firstRegion[w] = this.firstRegion[i]!;
+        this.firstOffset[w] = this.firstOffset[i]!;
+        this.reason[w] = this.reason[i]!;
+      }
+      w++;
+    }
+    return w;
   }
 }

@@ -10,7 +10,7 @@ import { constants as osConstants } from 'node:os';
 
 import { IoPlan } from '../tap/io-plan.js';
 import type { TapQueue } from '../tap/tap.js';
-import { hasFeature } from '../virtio/constants.js';
+import { hasFeature, VIRTIO_F_IN_ORDER } from '../virtio/constants.js';
 import { DescriptorChain, Pop } from '../virtio/descriptor-chain.js';
 import type { DeviceQueue } from '../virtio/queue.js';
 import {
@@ -44,6 +44,9 @@ export class RxQueue {
   private readonly limiter: RateLimiter;
   private readonly mergeable: boolean;
   private readonly guestCsum: boolean;
+  private readonly inOrder: boolean;
+  /** Per held entry: 1 to keep it held after a batch. */
+  private readonly keepFlags: Uint8Array;
   /** What a frame's buffers should hold: the largest frame plus the header. */
   private readonly need: number;
   /** The least worth reading into (MRG_RXBUF): an MTU-sized frame plus the header. */
@@ -53,10 +56,10 @@ export class RxQueue {
   private readonly batch: number;
   private readonly views: DataView[];
   private readonly e: BatchEntries;
-  /** Where each entry's header sits: region and offset. */
-  private readonly hdrRegion: Int32Array;
-  private readonly hdrOffset: Float64Array;
+  /** Chains popped and planned but not yet filled, entries [0, held): kept across batches. */
+  private held = 0;
   private readonly peek = new Uint8Array(18);
+  private readonly mergeResults: Int32Array;
   private readonly ioToRegion = new Map<number, number>();
   private throttleTimer: NodeJS.Timeout | null = null;
   private stopped = false;
@@ -70,6 +73,7 @@ export class RxQueue {
     const f = ctx.features;
     this.mergeable = hasFeature(f, VIRTIO_NET_F_MRG_RXBUF);
     this.guestCsum = hasFeature(f, VIRTIO_NET_F_GUEST_CSUM);
+    this.inOrder = hasFeature(f, VIRTIO_F_IN_ORDER);
     const gso = [VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_GUEST_UFO, VIRTIO_NET_F_GUEST_USO4, VIRTIO_NET_F_GUEST_USO6].some((b) =>
       hasFeature(f, b),
     );
@@ -77,18 +81,19 @@ export class RxQueue {
     this.minNeed = NET_HDR_SIZE + 14 + 4 + mtu;
     this.need = gso ? BIG_RX_BUFFER : this.minNeed;
     // Merged frames need up to `need` bytes of chains each.
-    const cap = this.mergeable ? Math.max(batch, Math.ceil(this.need / 256) + 8) : batch;
+    const cap = this.mergeable ? Math.max(4 * batch, Math.ceil(this.need / 256) + 8) : batch;
     this.batch = batch;
     this.chain = q.newChain();
     this.plan = new IoPlan(batch, Math.max(batch * 4, cap * 4));
     this.views = regionViews(q.mem);
     q.mem.regions.forEach((_, r) => this.ioToRegion.set(q.mem.ioRegion(r), r));
     this.e = new BatchEntries(cap);
-    this.hdrRegion = new Int32Array(cap);
-    this.hdrOffset = new Float64Array(cap);
+    this.mergeResults = new Int32Array(2 * cap);
+    this.keepFlags = new Uint8Array(cap);
   }
 
   stop(): void {
+    this.unhold();
     this.stopped = true;
     this.wantsReadable = false;
     if (this.throttleTimer !== null) clearTimeout(this.throttleTimer);
@@ -109,7 +114,11 @@ export class RxQueue {
     if (this.stopped || this.throttleTimer !== null || this.q.broken) return;
     let budget = BUDGET;
     while (budget > 0) {
-      const r = this.mergeable || this.ctx.filter.active || this.limiter.active ? this.readOne() : this.readBatch();
+      // Batched reads apply filters too, keeping a refused frame's chains for
+      // the next frame; that completes chains out of order, which IN_ORDER forbids.
+      const oneByOne = this.limiter.active || (this.ctx.filter.active && this.inOrder);
+      if (oneByOne) this.unhold();
+      const r = oneByOne ? this.readOne() : this.mergeable ? this.readMerged() : this.readBatch();
       if (r <= 0) return; // drained, out of buffers, throttled or broken
       budget -= r;
     }
@@ -152,8 +161,6 @@ export class RxQueue {
     if (r === Pop.BAD_CHAIN || c.readable > 0) reason = 'rx_bad_chain';
     else if (c.writableBytes < needBytes || c.len[0]! < NET_HDR_SIZE) reason = 'rx_buffer_too_small';
     this.e.record(i, c, position, c.writableBytes, reason);
-    this.hdrRegion[i] = c.count > 0 ? c.region[0]! : -1;
-    this.hdrOffset[i] = c.count > 0 ? c.offset[0]! : 0;
     return reason === null ? 1 : 0;
   }
 
@@ -163,52 +170,141 @@ export class RxQueue {
     for (let s = 0; s < c.count; s++) this.plan.addSegment(mem.ioRegion(c.region[s]!), c.offset[s]!, c.len[s]!);
   }
 
-  // Many frames, one chain each, one native call. Returns frames handled, or 0 to stop.
-  private readBatch(): number {
-    const plan = this.plan;
-    plan.reset();
-    let n = 0;
-    while (n < this.batch) {
-      const p = this.popInto(n, this.need);
-      if (p === -2) return 0;
-      if (p === -1) break;
-      if (p === 1 && plan.beginFrame()) {
-        this.addChainSegments();
-        this.e.frame[n] = plan.frames - 1;
-      }
-      n++;
-    }
-    if (n === 0) return this.waitForBuffers(this.q.savePosition()) ? 1 : 0;
-    const done = plan.frames > 0 ? this.tap.readBatch(plan) : 0;
-    const m = this.ctx.metrics;
-    let delivered = 0;
-    let drained = false;
+  /** Gives back every held chain (un-pops them, in order). */
+  private unhold(): void {
+    if (this.held > 0) this.q.restorePosition(this.e.pos[0]!);
+    this.held = 0;
+    this.plan.reset();
+  }
+
+  /**
+   * Pops chains behind the held ones until the entries are full. A bad chain
+   * is completed at once when it is first (so used entries keep the available
+   * order, VIRTIO_F_IN_ORDER), else un-popped to be first next time.
+   * Returns false when the ring is broken.
+   */
+  private fill(perChain: number): boolean {
     const e = this.e;
-    for (let i = 0; i < n; i++) {
-      const f = e.frame[i]!;
-      if (f < 0) {
-        m.drops[e.reason[i]!]++;
-        this.q.addUsed(e.head[i]!, 0, e.slots[i]!);
+    const plan = this.plan;
+    while (this.held < e.capacity) {
+      const n = this.held;
+      const p = this.popInto(n, perChain);
+      if (p === -2) return false;
+      if (p === -1) break;
+      if (p === 0) {
+        if (n > 0) {
+          this.q.restorePosition(e.pos[n]!);
+          break;
+        }
+        this.ctx.metrics.drops[e.reason[0]!]++;
+        this.q.addUsed(e.head[0]!, 0, e.slots[0]!);
         continue;
       }
-      const r = f < done ? plan.results[f]! : -EAGAIN;
-      if (r === -EAGAIN) {
-        this.q.restorePosition(e.pos[i]!); // these buffers wait for the next frame
-        drained = true;
+      if (!plan.beginFrame()) {
+        this.q.restorePosition(e.pos[n]!);
         break;
       }
+      this.addChainSegments();
+      e.frame[n] = plan.frames - 1;
+      this.held = n + 1;
+    }
+    return true;
+  }
+
+  /** Keeps the held chains flagged in keepFlags (not completed), in order. */
+  private retain(): void {
+    this.plan.keepFrames(this.keepFlags);
+    this.held = this.e.keep(this.keepFlags, this.held);
+  }
+
+  // Many frames, one chain each, one native call. Returns frames handled, or 0 to stop.
+  private readBatch(): number {
+    if (!this.fill(this.need)) return 0;
+    if (this.held === 0) {
+      this.flush();
+      return this.waitForBuffers(this.q.savePosition()) ? 1 : 0;
+    }
+    const e = this.e;
+    const plan = this.plan;
+    const done = this.tap.readBatch(plan);
+    const filter = this.ctx.filter.active;
+    const keep = this.keepFlags;
+    keep.fill(1, 0, this.held);
+    let handled = 0;
+    let stop = false;
+    for (let i = 0; i < done; i++) {
+      const r = plan.results[i]!;
       if (r < 0) {
-        this.readError(r);
-        this.q.restorePosition(e.pos[i]!);
-        drained = true;
+        if (r !== -EAGAIN) this.readError(r);
+        stop = true;
         break;
       }
+      handled++;
+      const refused = filter ? this.filterFrame(i, r) : null;
+      if (refused !== null) {
+        this.ctx.metrics.drops[refused]++; // its chain stays held for the next frame
+        continue;
+      }
+      keep[i] = 0;
       this.deliver(i, r, 1);
       this.q.addUsed(e.head[i]!, r, e.slots[i]!);
+    }
+    this.retain();
+    this.flush();
+    return stop ? 0 : Math.max(1, handled);
+  }
+
+  // MRG_RXBUF (§5.1.6.4): many frames in one native call, each taking as many
+  // chains as its bytes need, from the held chains.
+  private readMerged(): number {
+    if (!this.fill(NET_HDR_SIZE)) return 0;
+    const e = this.e;
+    const end = this.q.savePosition();
+    if (this.held === 0) {
+      this.flush();
+      return this.waitForBuffers(end) ? 1 : 0;
+    }
+    const res = this.mergeResults;
+    const frames = this.tap.readMergeable(this.plan, this.minNeed, this.need, res);
+    const filter = this.ctx.filter.active;
+    const keep = this.keepFlags;
+    keep.fill(1, 0, this.held);
+    let g = 0;
+    let delivered = 0;
+    let stop = false;
+    for (let f = 0; f < frames; f++) {
+      const bytes = res[2 * f]!;
+      if (bytes < 0) {
+        if (bytes !== -EAGAIN) this.readError(bytes);
+        stop = true;
+        break;
+      }
+      const k = res[2 * f + 1]!;
+      const refused = filter ? this.filterFrame(g, bytes) : null;
+      if (refused !== null) {
+        this.ctx.metrics.drops[refused]++; // its chains stay held for the next frames
+        g += k;
+        delivered++;
+        continue;
+      }
+      let left = bytes;
+      for (let j = 0; j < k; j++) {
+        const take = Math.min(left, e.bytes[g + j]!);
+        this.q.addUsed(e.head[g + j]!, take, e.slots[g + j]!);
+        keep[g + j] = 0;
+        left -= take;
+      }
+      this.deliver(g, bytes, k);
+      this.limiter.charge(bytes);
+      g += k;
       delivered++;
     }
+    this.retain();
     this.flush();
-    return drained ? 0 : Math.max(1, delivered);
+    if (stop) return 0; // drained
+    // No EAGAIN: the held chains ran short of room for another frame.
+    if (delivered === 0) return this.waitForBuffers(end) ? 1 : 0;
+    return delivered;
   }
 
   // One frame: one chain, or with MRG_RXBUF as many as the largest frame needs.
@@ -262,7 +358,7 @@ export class RxQueue {
       this.flush();
       return 0;
     }
-    const reason = this.filterFrame(r);
+    const reason = this.filterFrame(0, r);
     if (reason !== null) {
       this.ctx.metrics.drops[reason]++;
       this.q.restorePosition(e.pos[0]!); // the same buffers take the next frame
@@ -287,8 +383,8 @@ export class RxQueue {
 
   // The header as the guest must see it: num_buffers, and no offload flags it did not accept.
   private deliver(i: number, bytes: number, numBuffers: number): void {
-    const dv = this.views[this.hdrRegion[i]!]!;
-    const off = this.hdrOffset[i]!;
+    const dv = this.views[this.e.firstRegion[i]!]!;
+    const off = this.e.firstOffset[i]!;
     // §5.1.6.4: num_buffers, little-endian; 1 without MRG_RXBUF.
     dv.setUint16(off + 10, numBuffers, true);
     // §5.1.6.4.1: without GUEST_CSUM the device sets flags to zero.
@@ -298,31 +394,34 @@ export class RxQueue {
     m.rxBytes += bytes;
   }
 
-  // Reads the frame's first bytes (after the header) for the filter.
-  private filterFrame(bytes: number): DropReason | null {
+  // Reads the first bytes (after the header) of the frame in plan frame
+  // `frame` (and the frames after it, for a merged frame) for the filter.
+  private filterFrame(frame: number, bytes: number): DropReason | null {
     const filter = this.ctx.filter;
     if (!filter.active) return null;
-    const c = this.plan.plan; // segments of frame 0: [count, (region, offset, len)...]
-    const want = Math.min(bytes, NET_HDR_SIZE + 18);
+    const p = this.plan.plan;
+    let at = 0;
+    for (let f = 0; f < frame; f++) at += 1 + 3 * p[at]!;
+    const want = Math.min(bytes, NET_HDR_SIZE + 18) - NET_HDR_SIZE;
     let got = 0;
     let skip = NET_HDR_SIZE;
     const regions = this.q.mem.regions;
-    const count = c[0]!;
-    for (let s = 0; s < count && got + skip < want; s++) {
-      const region = this.regionOfIo(c[1 + s * 3]!);
-      const off = c[2 + s * 3]!;
-      const len = c[3 + s * 3]!;
-      let start = 0;
-      if (skip > 0) {
-        const sk = Math.min(skip, len);
-        start = sk;
-        skip -= sk;
+    // Segments run on through the following frames' groups (merged frames).
+    while (got < want && at < this.plan.plan.length) {
+      const count = p[at]!;
+      for (let s = 0; s < count && got < want; s++) {
+        const region = this.regionOfIo(p[at + 1 + s * 3]!);
+        const off = p[at + 2 + s * 3]!;
+        const len = p[at + 3 + s * 3]!;
+        const start = Math.min(skip, len);
+        skip -= start;
+        const take = Math.min(len - start, want - got);
+        if (take > 0) {
+          this.peek.set(regions[region]!.bytes.subarray(off + start, off + start + take), got);
+          got += take;
+        }
       }
-      const take = Math.min(len - start, want - NET_HDR_SIZE - got);
-      if (take > 0) {
-        this.peek.set(regions[region]!.bytes.subarray(off + start, off + start + take), got);
-        got += take;
-      }
+      at += 1 + 3 * count;
     }
     return filter.check(this.peek, 0, got);
   }

@@ -71,6 +71,13 @@ export interface NativeBinding {
   writevBatch(fd: number, plan: Float64Array, frames: number, results: Int32Array): number;
   /** As writevBatch, with one readv per frame. */
   readvBatch(fd: number, plan: Float64Array, frames: number, results: Int32Array): number;
+  /**
+   * Mergeable receive: frames read one readv each from a cursor over `groups`
+   * groups of segments (plan layout as for frames); a frame consumes whole
+   * groups. results[2i] = bytes or -errno, results[2i+1] = groups consumed.
+   * Stops after EAGAIN, or when fewer than minRoom bytes of groups are left.
+   */
+  readvMergeable(fd: number, plan: Float64Array, groups: number, minRoom: number, maxRoom: number, results: Int32Array): number;
   writeFrame(fd: number, frame: ArrayBufferView): number;
   readFrame(fd: number, into: ArrayBufferView): number;
   Poller: new (fd: number, callback: (status: number, events: number) => void) => NativePoller;

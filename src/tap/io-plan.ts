@@ -67,6 +67,27 @@ export class IoPlan {
     return true;
   }
 
+  /** Keeps frames [0, frames) whose flag is 1, in order, dropping the others; returns how many remain. */
+  keepFrames(keep: Uint8Array): number {
+    const p = this.plan;
+    let read = 0;
+    let write = 0;
+    let kept = 0;
+    for (let f = 0; f < this.frames; f++) {
+      const len = 1 + 3 * (p[read] ?? 0);
+      if (keep[f] === 1) {
+        if (write !== read) p.copyWithin(write, read, read + len);
+        write += len;
+        kept++;
+      }
+      read += len;
+    }
+    this.pos = write;
+    this.frames = kept;
+    this.countPos = -1;
+    return kept;
+  }
+
   /** Drops the frame being built (for example when a chain turns out bad). */
   abandonFrame(): void {
     if (this.countPos < 0) return;
