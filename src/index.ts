@@ -28,3 +28,18 @@ export type { DriverQueue, DriverQueueOptions, DriverStats } from './driver/driv
 export { GuestAllocator, splitLayout, packedLayout } from './driver/layout.js';
 export { makeQueueRig } from './driver/rig.js';
 export type { QueueRig, QueueRigOptions, RingLayout } from './driver/rig.js';
+
+// The virtio-net device and its TypeScript guest driver.
+export { NetDevice } from './net/device.js';
+export type { NetDeviceOptions } from './net/device.js';
+export { NET_FEATURES, featureMask, featureNames } from './net/features.js';
+export type { NetFeatureName, NetFeatureSwitches } from './net/features.js';
+export { NetMetrics, DROP_REASONS } from './net/metrics.js';
+export type { DropReason } from './net/metrics.js';
+export { RxFilter } from './net/filter.js';
+export type { RateLimit, BucketConfig } from './net/rate-limiter.js';
+export { readNetHeader, writeNetHeader } from './net/net-header.js';
+export type { NetHeader } from './net/net-header.js';
+export * as net from './net/constants.js';
+export { NetDriver, NetDriverError } from './driver/net-driver.js';
+export type { NetDriverOptions, ReceivedFrame, VirtioDeviceHandle } from './driver/net-driver.js';

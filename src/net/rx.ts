@@ -232,7 +232,8 @@ export class RxQueue {
     keep.fill(1, 0, this.held);
     let handled = 0;
     let stop = false;
-    for (let i = 0; i < done; i++) {
+    let at = 0; // plan position of frame i
+    for (let i = 0; i < done; i++, at += 1 + 3 * plan.plan[at]!) {
       const r = plan.results[i]!;
       if (r < 0) {
         if (r !== -EAGAIN) this.readError(r);
@@ -240,7 +241,7 @@ export class RxQueue {
         break;
       }
       handled++;
-      const refused = filter ? this.filterFrame(i, r) : null;
+      const refused = filter ? this.filterFrame(at, r) : null;
       if (refused !== null) {
         this.ctx.metrics.drops[refused]++; // its chain stays held for the next frame
         continue;
@@ -272,6 +273,8 @@ export class RxQueue {
     let g = 0;
     let delivered = 0;
     let stop = false;
+    const p = this.plan.plan;
+    let at = 0; // plan position of group g
     for (let f = 0; f < frames; f++) {
       const bytes = res[2 * f]!;
       if (bytes < 0) {
@@ -280,7 +283,8 @@ export class RxQueue {
         break;
       }
       const k = res[2 * f + 1]!;
-      const refused = filter ? this.filterFrame(g, bytes) : null;
+      const refused = filter ? this.filterFrame(at, bytes) : null;
+      for (let j = 0; j < k; j++) at += 1 + 3 * p[at]!;
       if (refused !== null) {
         this.ctx.metrics.drops[refused]++; // its chains stay held for the next frames
         g += k;
@@ -358,7 +362,7 @@ export class RxQueue {
       this.flush();
       return 0;
     }
-    const reason = this.filterFrame(0, r);
+    const reason = this.filterFrame(0, r); // frame 0 starts the plan
     if (reason !== null) {
       this.ctx.metrics.drops[reason]++;
       this.q.restorePosition(e.pos[0]!); // the same buffers take the next frame
@@ -394,14 +398,14 @@ export class RxQueue {
     m.rxBytes += bytes;
   }
 
-  // Reads the first bytes (after the header) of the frame in plan frame
-  // `frame` (and the frames after it, for a merged frame) for the filter.
-  private filterFrame(frame: number, bytes: number): DropReason | null {
+  // Reads the first bytes (after the header) of the frame whose plan entry
+  // starts at plan position `at` (running on into the next entries, for a
+  // merged frame) for the filter.
+  private filterFrame(start: number, bytes: number): DropReason | null {
     const filter = this.ctx.filter;
     if (!filter.active) return null;
     const p = this.plan.plan;
-    let at = 0;
-    for (let f = 0; f < frame; f++) at += 1 + 3 * p[at]!;
+    let at = start;
     const want = Math.min(bytes, NET_HDR_SIZE + 18) - NET_HDR_SIZE;
     let got = 0;
     let skip = NET_HDR_SIZE;
