@@ -1,6 +1,8 @@
 // The virtio-net device (VIRTIO 1.2 §5.1) over a TAP. Queues: receiveq1,
 // transmitq1, ..., receiveqN, transmitqN, then controlq (§5.1.2). Pair i is
 // served by TAP queue i (IFF_MULTI_QUEUE for N > 1).
+import { Worker } from 'node:worker_threads';
+
 import type { Tap, TapQueue } from '../tap/tap.js';
 import { TunOffload } from '../tap/tap.js';
 import { parseMac, randomMac } from '../util/addr.js';
@@ -25,6 +27,7 @@ import { ControlQueue } from './control-queue.js';
 import { featureDependencyError, featureMask, NET_FEATURES, type NetFeatureSwitches } from './features.js';
 import { RxFilter } from './filter.js';
 import { NetMetrics } from './metrics.js';
+import { CTRL_BUSY, CTRL_STOP, CTRL_WORDS, type FromWorker, type PairWorkerData } from './pair-protocol.js';
 import type { NetQueueContext } from './queue-context.js';
 import { RateLimiter, type RateLimit } from './rate-limiter.js';
 import { RxQueue } from './rx.js';
@@ -44,6 +47,17 @@ export interface NetDeviceOptions {
   interrupt: (kind: InterruptKind, queue: number) => void;
   /** Frames per native call. */
   batch?: number;
+  /**
+   * Queue pairs to serve in worker threads of their own (indices from 0).
+   * The driver's guest memory must be SharedArrayBuffer-backed.
+   */
+  workers?: number[];
+}
+
+interface PairWorker {
+  worker: Worker;
+  control: Int32Array;
+  metrics: NetMetrics;
 }
 
 interface Pair {
@@ -69,6 +83,9 @@ export class NetDevice extends VirtioDeviceCore {
   private readonly batch: number;
   private readonly defaultMac: Uint8Array;
   private control: ControlQueue | null = null;
+  private readonly workerPairs: Set<number>;
+  private readonly workers = new Map<number, PairWorker>();
+  private readonly layoutPacked: () => boolean;
   private guestOffloads = 0n;
   private closed = false;
 
@@ -87,6 +104,8 @@ export class NetDevice extends VirtioDeviceCore {
     this.interruptFn = o.interrupt;
     this.limits = o.rateLimit ?? {};
     this.batch = o.batch ?? 64;
+    this.workerPairs = new Set(o.workers ?? []);
+    this.layoutPacked = () => hasFeature(this.features, NET_FEATURES.RING_PACKED);
     this.defaultMac = o.mac === undefined ? randomMac() : typeof o.mac === 'string' ? parseMac(o.mac) : o.mac.slice(0, 6);
     this.config = new NetConfig(this.defaultMac, pairs, o.mtu ?? o.tap.mtu);
     this.filter.reset(this.defaultMac);
@@ -163,6 +182,7 @@ export class NetDevice extends VirtioDeviceCore {
       const p = this.pairState[i]!;
       const rxq = this.queues[2 * i];
       const txq = this.queues[2 * i + 1];
+      if (rxq && txq && this.workerPairs.has(i) && this.startWorker(i, rxq, txq)) continue;
       if (rxq) {
         rxq.mem.registerIo();
         p.rx = new RxQueue(2 * i, rxq, p.tap, ctx(i), new RateLimiter(this.limits.rx), mtu, this.batch);
@@ -199,6 +219,16 @@ export class NetDevice extends VirtioDeviceCore {
       const r = this.control?.process() ?? false;
       if (r === 'broken') this.markBroken(q.brokenReason);
       else if (r) this.raiseInterrupt('vring', index);
+      // Queue pairs in workers keep their own copy of the filter.
+      if (this.workers.size > 0) {
+        const state = this.filter.state();
+        for (const w of this.workers.values()) w.worker.postMessage({ filter: state });
+      }
+      return;
+    }
+    const w = this.workers.get(index >>> 1);
+    if (w !== undefined) {
+      w.worker.postMessage({ kick: index });
       return;
     }
     const p = this.pairState[index >>> 1];
@@ -220,7 +250,65 @@ export class NetDevice extends VirtioDeviceCore {
     this.filter.reset(this.defaultMac);
   }
 
+  /** Counters of the main thread and of every queue pair in a worker, summed. */
+  totalMetrics(): NetMetrics {
+    const total = new NetMetrics();
+    total.add(this.metrics);
+    for (const w of this.workers.values()) total.add(w.metrics);
+    return total;
+  }
+
+  // Serves pair i in a worker thread; false (and an 'error') when guest memory is not shared.
+  private startWorker(i: number, rxq: DeviceQueue, txq: DeviceQueue): boolean {
+    const regions = rxq.mem.regions;
+    if (!regions.every((r) => r.bytes.buffer instanceof SharedArrayBuffer)) {
+      this.hostError(new Error(`queue pair ${i} cannot run in a worker: guest memory is not a SharedArrayBuffer; serving it on this thread`));
+      return false;
+    }
+    const control = new Int32Array(new SharedArrayBuffer(4 * CTRL_WORDS));
+    const metricsBuf = new SharedArrayBuffer(8 * NetMetrics.SIZE);
+    const data: PairWorkerData = {
+      pair: i,
+      fd: this.pairState[i]!.tap.fd,
+      tapName: this.tap.name,
+      regions: regions.map((r) => ({ gpa: r.gpa, buffer: r.bytes.buffer as SharedArrayBuffer, byteOffset: r.bytes.byteOffset, byteLength: r.bytes.byteLength })),
+      layout: this.layoutPacked() ? 'packed' : 'split',
+      rx: { index: 2 * i, addresses: { ...rxq.addresses } },
+      tx: { index: 2 * i + 1, addresses: { ...txq.addresses } },
+      features: this.features.toString(),
+      mtu: this.config.mtu,
+      batch: this.batch,
+      rateLimit: this.limits,
+      filter: this.filter.state(),
+      control: control.buffer as SharedArrayBuffer,
+      metrics: metricsBuf,
+    };
+    const worker = spawnPairWorker(data);
+    worker.on('message', (m: FromWorker) => {
+      if ('interrupt' in m) this.raiseInterrupt('vring', m.interrupt);
+      else if ('broken' in m) this.markBroken(m.broken);
+      else if ('error' in m) this.hostError(new Error(`queue pair ${i}: ${m.error}`));
+    });
+    worker.on('error', (e) => this.hostError(e));
+    this.workers.set(i, { worker, control, metrics: new NetMetrics(new Float64Array(metricsBuf)) });
+    return true;
+  }
+
+  // Stops a worker before the rings can change under it: STOP, then wait
+  // until it is not touching them, then end the thread. Its counts are kept.
+  private stopWorkers(): void {
+    for (const w of this.workers.values()) {
+      Atomics.store(w.control, CTRL_STOP, 1);
+      const deadline = Date.now() + 2000;
+      while (Atomics.load(w.control, CTRL_BUSY) === 1 && Date.now() < deadline) Atomics.wait(w.control, CTRL_BUSY, 1, 50);
+      void w.worker.terminate();
+      this.metrics.add(w.metrics);
+    }
+    this.workers.clear();
+  }
+
   private stopQueues(): void {
+    this.stopWorkers();
     for (const p of this.pairState) {
       p.rx?.stop();
       p.tx?.stop();
@@ -244,7 +332,7 @@ export class NetDevice extends VirtioDeviceCore {
 
   private updateWatch(pair: number): void {
     const p = this.pairState[pair];
-    if (p === undefined || p.tap.closed) return;
+    if (p === undefined || p.tap.closed || this.workers.has(pair)) return; // a worker watches its own
     const active = pair < this.activePairs && this.running;
     p.tap.watch({ readable: active && p.rx !== null && p.rx.wantsReadable, writable: p.tx !== null && p.tx.waitingWritable });
   }
@@ -309,4 +397,17 @@ export class NetDevice extends VirtioDeviceCore {
     for (let i = 0; i < this.pairs; i++) this.updateWatch(i);
     return true;
   }
+}
+
+// The worker runs pair-worker.js from dist, or pair-worker.ts through tsx when
+// the library itself runs from source (tests, scripts).
+function spawnPairWorker(data: PairWorkerData): Worker {
+  const here = import.meta.url;
+  if (here.endsWith('.ts')) {
+    const tsx = import.meta.resolve('tsx/esm/api');
+    const entry = new URL('./pair-worker.ts', here).href;
+    const code = `import(${JSON.stringify(tsx)}).then((m) => { m.register(); return import(${JSON.stringify(entry)}); })`;
+    return new Worker(code, { eval: true, workerData: data });
+  }
+  return new Worker(new URL('./pair-worker.js', here), { workerData: data });
 }

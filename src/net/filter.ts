@@ -1,6 +1,7 @@
 // The receive filter the control queue programs (VIRTIO 1.2 §5.1.6.5.1,
 // §5.1.6.5.2, §5.1.6.5.3): RX modes, MAC tables, VLAN table.
 import type { DropReason } from './metrics.js';
+import type { FilterState } from './pair-protocol.js';
 
 function macKey(b: Uint8Array, off: number): number {
   // 48-bit MAC as an exact number.
@@ -17,8 +18,11 @@ export class RxFilter {
   /** VLAN filtering is on once CTRL_VLAN is negotiated: only listed VLANs pass. */
   vlanFiltering = false;
   private mac = 0;
+  private macBytes: number[] = [];
   private readonly unicast = new Set<number>();
   private readonly multicast = new Set<number>();
+  private unicastList: number[][] = [];
+  private multicastList: number[][] = [];
   private readonly vlans = new Uint8Array(4096 / 8);
 
   reset(mac: Uint8Array): void {
@@ -37,11 +41,14 @@ export class RxFilter {
 
   setMac(mac: Uint8Array): void {
     this.mac = macKey(mac, 0);
+    this.macBytes = Array.from(mac.subarray(0, 6));
   }
 
   setTables(unicast: Uint8Array[], multicast: Uint8Array[]): void {
     this.unicast.clear();
     this.multicast.clear();
+    this.unicastList = unicast.map((m) => Array.from(m.subarray(0, 6)));
+    this.multicastList = multicast.map((m) => Array.from(m.subarray(0, 6)));
     for (const m of unicast) this.unicast.add(macKey(m, 0));
     for (const m of multicast) this.multicast.add(macKey(m, 0));
   }
@@ -53,6 +60,25 @@ export class RxFilter {
 
   hasVlan(vid: number): boolean {
     return (this.vlans[vid >>> 3]! & (1 << (vid & 7))) !== 0;
+  }
+
+  /** The whole state, to hand to a queue pair in a worker thread. */
+  state(): FilterState {
+    const vlans: number[] = [];
+    for (let v = 0; v < 4096; v++) if (this.hasVlan(v)) vlans.push(v);
+    return {
+      promisc: this.promisc,
+      allmulti: this.allmulti,
+      alluni: this.alluni,
+      nomulti: this.nomulti,
+      nouni: this.nouni,
+      nobcast: this.nobcast,
+      vlanFiltering: this.vlanFiltering,
+      mac: this.macBytes,
+      unicast: this.unicastList,
+      multicast: this.multicastList,
+      vlans,
+    };
   }
 
   /** True when some frame could be refused (the receive path then reads frame by frame). */

@@ -21,29 +21,65 @@ export const DROP_REASONS = [
 
 export type DropReason = (typeof DROP_REASONS)[number];
 
-export class NetMetrics {
-  txPackets = 0;
-  txBytes = 0;
-  rxPackets = 0;
-  rxBytes = 0;
-  /** Times a frame was waiting on the TAP and the guest had posted no receive buffer. */
-  rxNoBuffer = 0;
-  /** Transmit attempts that found the TAP's queue full (the chain waited). */
-  txTapFull = 0;
-  /** Host errors on the TAP (tier 3). */
-  tapErrors = 0;
-  /** Interrupts raised, and the decisions not to raise one. */
-  interrupts = 0;
-  notificationsSuppressed = 0;
-  /** Kicks received. */
-  kicks = 0;
-  /** Times a rate limiter made a direction wait. */
-  txThrottled = 0;
-  rxThrottled = 0;
-  readonly drops: Record<DropReason, number>;
 
-  constructor() {
-    this.drops = Object.fromEntries(DROP_REASONS.map((r) => [r, 0])) as Record<DropReason, number>;
+const SCALARS = [
+  'txPackets',
+  'txBytes',
+  'rxPackets',
+  'rxBytes',
+  'rxNoBuffer',
+  'txTapFull',
+  'tapErrors',
+  'interrupts',
+  'notificationsSuppressed',
+  'kicks',
+  'txThrottled',
+  'rxThrottled',
+] as const;
+
+/**
+ * The device's counters, kept in a Float64Array: a queue pair in a worker
+ * thread counts into a SharedArrayBuffer that the device reads at any time.
+ */
+export class NetMetrics {
+  /** Doubles a NetMetrics store holds. */
+  static readonly SIZE = SCALARS.length + DROP_REASONS.length;
+  readonly store: Float64Array;
+  readonly drops: Record<DropReason, number>;
+  /** Frames and bytes each way (bytes include the virtio-net header). */
+  declare txPackets: number;
+  declare txBytes: number;
+  declare rxPackets: number;
+  declare rxBytes: number;
+  /** Times a frame was waiting on the TAP and the guest had posted no receive buffer. */
+  declare rxNoBuffer: number;
+  /** Transmit attempts that found the TAP's queue full (the chain waited). */
+  declare txTapFull: number;
+  /** Host errors on the TAP (tier 3). */
+  declare tapErrors: number;
+  /** Interrupts raised, and the decisions not to raise one. */
+  declare interrupts: number;
+  declare notificationsSuppressed: number;
+  /** Kicks received. */
+  declare kicks: number;
+  /** Times a rate limiter made a direction wait. */
+  declare txThrottled: number;
+  declare rxThrottled: number;
+
+  constructor(store: Float64Array = new Float64Array(NetMetrics.SIZE)) {
+    if (store.length < NetMetrics.SIZE) throw new RangeError(`a NetMetrics store needs ${NetMetrics.SIZE} doubles`);
+    this.store = store;
+    const drops = {} as Record<DropReason, number>;
+    DROP_REASONS.forEach((r, i) => {
+      const at = SCALARS.length + i;
+      Object.defineProperty(drops, r, { get: () => store[at]!, set: (v: number) => (store[at] = v), enumerable: true });
+    });
+    this.drops = drops;
+  }
+
+  /** Adds another's counters to these (a worker's into the device's total). */
+  add(other: NetMetrics): void {
+    for (let i = 0; i < NetMetrics.SIZE; i++) this.store[i] = this.store[i]! + other.store[i]!;
   }
 
   get dropped(): number {
@@ -101,3 +137,14 @@ export class NetMetrics {
     return `${lines.join('\n')}\n`;
   }
 }
+
+SCALARS.forEach((name, i) => {
+  Object.defineProperty(NetMetrics.prototype, name, {
+    get(this: NetMetrics) {
+      return this.store[i]!;
+    },
+    set(this: NetMetrics, v: number) {
+      this.store[i] = v;
+    },
+  });
+});

@@ -85,15 +85,28 @@ export class TapQueue extends EventEmitter<{ readable: []; writable: []; error: 
   private poller: NativePoller | undefined;
   private watching = 0;
   private isEnabled = true;
-  private readonly tap: Tap;
+  private readonly tap: Tap | { readonly name: string };
   private readonly n: NativeBinding;
 
-  constructor(tap: Tap, index: number, fd: number) {
+  /** Whether close() closes the fd (false for a queue borrowed by a worker thread). */
+  private readonly ownsFd: boolean;
+
+  constructor(tap: Tap | { readonly name: string }, index: number, fd: number, ownsFd = true) {
     super();
     this.tap = tap;
     this.index = index;
     this.fdValue = fd;
+    this.ownsFd = ownsFd;
     this.n = native();
+  }
+
+  /**
+   * A queue over an fd that another thread's Tap owns (fds are process-wide):
+   * a worker thread polls and serves it on its own loop; close() only stops
+   * polling, and the owner closes the fd.
+   */
+  static borrow(fd: number, tapName: string, index: number): TapQueue {
+    return new TapQueue({ name: tapName }, index, fd, false);
   }
 
   get fd(): number {
@@ -172,7 +185,7 @@ export class TapQueue extends EventEmitter<{ readable: []; writable: []; error: 
     this.poller?.close();
     this.poller = undefined;
     this.watching = 0;
-    this.n.close(this.fdValue);
+    if (this.ownsFd) this.n.close(this.fdValue);
     this.fdValue = -1;
   }
 

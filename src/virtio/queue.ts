@@ -40,6 +40,8 @@ export interface DeviceQueue {
   readonly layout: 'split' | 'packed';
   readonly size: number;
   readonly mem: GuestMemory;
+  /** Where the queue's areas are in guest memory. */
+  readonly addresses: QueueAddresses;
   readonly stats: QueueStats;
   /** Set by a tier-2 fault; cleared by reset(). */
   readonly broken: boolean;
