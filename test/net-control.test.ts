@@ -18,7 +18,7 @@ import {
   VIRTIO_NET_OK,
 } from '../src/net/constants.js';
 import { parseIpv4 as ip, parseMac } from '../src/util/addr.js';
-import { buildArp, buildUdp, parseUdp } from '../src/util/packet.js';
+import { buildArp, buildIcmpEcho, buildUdp, parseArp, parseIcmpEcho, parseUdp } from '../src/util/packet.js';
 import { injectFrame, linkCounter, sh, sleep, udpReceiver } from './helpers/host.js';
 import { startNet } from './helpers/net-rig.js';
 import { describePrivileged } from './helpers/privileged.js';
@@ -217,6 +217,27 @@ describePrivileged('net device: backpressure, reset, metrics, rate limits', () =
   });
 });
 
+describePrivileged('net device: receive rate limit', () => {
+  it('a receive rate limit spaces frames out, and loses none the TAP queue holds', async () => {
+    const rig = await startNet({ subnet: 102, device: { rateLimit: { rx: { ops: { size: 10, refillMs: 100 } } } } });
+    const sock = await udpReceiver(rig.hostIp);
+    try {
+      await rig.resolveHost();
+      const t0 = Date.now();
+      for (let i = 0; i < 40; i++) sock.sock.send(Buffer.of(i), 9300, rig.guestIp);
+      const got = () => rig.frames.filter((f) => parseUdp(f.frame)?.dstPort === 9300).length;
+      while (got() < 40 && Date.now() - t0 < 3000) await sleep(10);
+      expect(got()).toBe(40);
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(250); // 10 per 100 ms after a burst of 10
+      expect(rig.dev.metrics.rxThrottled).toBeGreaterThan(0);
+      expect(rig.dev.metrics.dropped).toBe(0);
+    } finally {
+      await sock.close();
+      rig.close();
+    }
+  });
+});
+
 describePrivileged('net device: queue pairs and bridges', () => {
   it('two queue pairs each carry traffic', async () => {
     const rig = await startNet({ subnet: 98, queues: 2, driver: { pairs: 2 } });
@@ -276,11 +297,28 @@ describePrivileged('net device: queue pairs and bridges', () => {
         return u !== null && u.dstPort === 2 ? new TextDecoder().decode(u.data) : null;
       });
       expect(udp).toBe('a to b');
-      // Both reach the host's address on the bridge.
-      for (const [r, me] of [[a, aIp], [b, bIp]] as const) {
-        r.driver.send(buildArp({ op: 1, senderMac: r.guestMac, senderIp: me, targetMac: new Uint8Array(6), targetIp: ip('198.18.99.1') }));
-        const hostReply = await r.waitFor((f) => (f.frame[12] === 0x08 && f.frame[13] === 0x06 && f.frame[21] === 2 ? true : null));
-        expect(hostReply).toBe(true);
+      // Both reach the host's address on the bridge: ARP, ICMP echo, UDP.
+      const host = await udpReceiver('198.18.99.1');
+      try {
+        for (const [r, me, port] of [[a, aIp, 11], [b, bIp, 12]] as const) {
+          r.driver.send(buildArp({ op: 1, senderMac: r.guestMac, senderIp: me, targetMac: new Uint8Array(6), targetIp: ip('198.18.99.1') }));
+          const hostMac = await r.waitFor((f) => {
+            const p = parseArp(f.frame);
+            return p !== null && p.op === 2 && p.senderIp === ip('198.18.99.1') ? p.senderMac : null;
+          });
+          expect(hostMac).not.toBeNull();
+          r.driver.send(buildIcmpEcho({ srcMac: r.guestMac, dstMac: hostMac!, src: me, dst: ip('198.18.99.1'), type: 8, ident: port, seq: 1, data: Uint8Array.of(1, 2, 3) }));
+          const echo = await r.waitFor((f) => {
+            const e = parseIcmpEcho(f.frame);
+            return e !== null && e.type === 0 && e.ident === port ? e : null;
+          });
+          expect(echo?.checksumOk).toBe(true);
+          r.driver.send(buildUdp({ srcMac: r.guestMac, dstMac: hostMac!, src: me, dst: ip('198.18.99.1'), srcPort: port, dstPort: host.port, data: Uint8Array.of(port) }));
+          const got = await host.next();
+          expect(got?.port).toBe(port);
+        }
+      } finally {
+        await host.close();
       }
     } finally {
       a.close();
