@@ -7,6 +7,7 @@
 #include <linux/if_tun.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 // Older system headers lack the UDP segmentation offload bits (Linux 6.2).
@@ -133,7 +134,21 @@ static Napi::Value SetQueue(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, 0);
 }
 
+// socketPair() -> [fd, fd] | -errno. A SOCK_SEQPACKET pair keeps message
+// boundaries as a TAP keeps frame boundaries: a stand-in TAP for tests and
+// tools that need no privileges. Non-blocking and close-on-exec, as open().
+static Napi::Value SocketPair(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0) return Errno(env, errno);
+  Napi::Array out = Napi::Array::New(env, 2);
+  out.Set(0u, Napi::Number::New(env, sv[0]));
+  out.Set(1u, Napi::Number::New(env, sv[1]));
+  return out;
+}
+
 void InitTun(Napi::Env env, Napi::Object exports) {
+  exports.Set("socketPair", Napi::Function::New(env, SocketPair, "socketPair"));
   exports.Set("open", Napi::Function::New(env, Open, "open"));
   exports.Set("close", Napi::Function::New(env, Close, "close"));
   exports.Set("tunSetIff", Napi::Function::New(env, SetIff, "tunSetIff"));

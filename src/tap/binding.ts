@@ -36,6 +36,8 @@ export interface NativeConstants {
 export interface NativeBinding {
   readonly constants: NativeConstants;
   open(path: string): number;
+  /** A non-blocking SOCK_SEQPACKET socket pair: [fd, fd], or -errno. */
+  socketPair(): [number, number] | number;
   close(fd: number): number;
   tunSetIff(fd: number, name: string, flags: number): number;
   tunGetIff(fd: number): { name: string; flags: number } | number;

@@ -6,8 +6,79 @@ import { formatMac, parseIpv4, parseMac } from '../util/addr.js';
 import { native, type NativeBinding } from './binding.js';
 import { errnoError, usageError } from './errors.js';
 
+/** What a Tap needs of its host-side interface. */
+export interface LinkOps {
+  readonly name: string;
+  readonly ifindex: number;
+  readonly mtu: number;
+  setMtu(mtu: number): void;
+  readonly mac: string;
+  setMac(mac: string | Uint8Array): void;
+  readonly isUp: boolean;
+  setUp(up?: boolean): void;
+  setIpv4(address: string | number, prefixLength: number): void;
+  addToBridge(bridge: string): void;
+  removeFromBridge(bridge: string): void;
+}
+
+/**
+ * The link of a stand-in TAP (Tap.socketPair): MTU, MAC and state kept in
+ * memory; what only a kernel interface can do is refused with a clear error.
+ */
+export class MemoryLink implements LinkOps {
+  readonly name: string;
+  readonly ifindex = 0;
+  private mtuValue = 1500;
+  private macValue: string;
+  private up = false;
+
+  constructor(name: string, mac: string) {
+    this.name = name;
+    this.macValue = mac;
+  }
+
+  get mtu(): number {
+    return this.mtuValue;
+  }
+
+  setMtu(mtu: number): void {
+    if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535) {
+      throw usageError('ERR_TAP_MTU', `MTU must be an integer from 68 to 65535, got ${mtu}`, this.name);
+    }
+    this.mtuValue = mtu;
+  }
+
+  get mac(): string {
+    return this.macValue;
+  }
+
+  setMac(mac: string | Uint8Array): void {
+    this.macValue = formatMac(typeof mac === 'string' ? parseMac(mac) : mac);
+  }
+
+  get isUp(): boolean {
+    return this.up;
+  }
+
+  setUp(up = true): void {
+    this.up = up;
+  }
+
+  setIpv4(): void {
+    throw usageError('ERR_TAP_NOT_KERNEL', `"${this.name}" is a socket pair, not a kernel interface: it has no IPv4 address`, this.name);
+  }
+
+  addToBridge(): void {
+    throw usageError('ERR_TAP_NOT_KERNEL', `"${this.name}" is a socket pair, not a kernel interface: it cannot join a bridge`, this.name);
+  }
+
+  removeFromBridge(): void {
+    this.addToBridge();
+  }
+}
+
 /** A network interface named `name`, configured without running `ip`. */
-export class Link {
+export class Link implements LinkOps {
   readonly name: string;
   private readonly n: NativeBinding;
   private readonly isOpen: () => boolean;

@@ -7,7 +7,8 @@ import { constants as osConstants } from 'node:os';
 import { native, type NativeBinding, type NativePoller } from './binding.js';
 import { errnoError, permissionHint, TapError, usageError } from './errors.js';
 import type { IoPlan } from './io-plan.js';
-import { Link } from './link.js';
+import { Link, MemoryLink, type LinkOps } from './link.js';
+import { formatMac, randomMac } from '../util/addr.js';
 
 /** TUNSETOFFLOAD bits (if_tun.h). USO4/USO6 are missing from older headers. */
 export const TunOffload = {
@@ -160,6 +161,10 @@ export class TapQueue extends EventEmitter<{ readable: []; writable: []; error: 
   setEnabled(enabled: boolean): void {
     if (this.fdValue < 0) throw this.closedError('setEnabled');
     if (enabled === this.isEnabled) return; // tun refuses attaching an attached queue (EINVAL)
+    if ('isSocketPair' in this.tap && this.tap.isSocketPair) {
+      this.isEnabled = enabled;
+      return;
+    }
     const rc = this.n.tunSetQueue(this.fdValue, enabled ? 1 : 0);
     if (rc < 0) throw errnoError(rc, 'TUNSETQUEUE', this.tap.name, `${enabled ? 'attaching' : 'detaching'} queue ${this.index}`);
     this.isEnabled = enabled;
@@ -217,18 +222,54 @@ export class Tap {
   /** Bytes of virtio_net_hdr before each frame, or 0 without IFF_VNET_HDR. */
   readonly vnetHdrSize: number;
   /** The host side of the TAP as a network interface. */
-  readonly link: Link;
+  readonly link: LinkOps;
+  /** True for a stand-in made by Tap.socketPair(). */
+  readonly isSocketPair: boolean;
   private readonly n: NativeBinding;
   private offloadBits = 0;
   private isClosed = false;
 
-  private constructor(name: string, fds: number[], features: number, vnetHdrSize: number) {
+  private constructor(name: string, fds: number[], features: number, vnetHdrSize: number, link?: LinkOps) {
     this.n = native();
     this.name = name;
     this.kernelFeatures = features;
     this.vnetHdrSize = vnetHdrSize;
     this.queues = fds.map((fd, i) => new TapQueue(this, i, fd));
-    this.link = new Link(name, () => !this.isClosed);
+    this.isSocketPair = link !== undefined;
+    this.link = link ?? new Link(name, () => !this.isClosed);
+  }
+
+  /**
+   * A stand-in TAP with no kernel interface and no privileges needed: each
+   * queue is one end of a SOCK_SEQPACKET socket pair, which keeps frame
+   * boundaries as a TAP does, so the same native batched I/O and readiness
+   * run on it. The other ends are returned as peers to write frames into and
+   * read frames from (with the vnet header, as through IFF_VNET_HDR).
+   */
+  static socketPair(options: { name?: string; queues?: number; vnetHdr?: boolean; vnetHdrSize?: number; mac?: string } = {}): {
+    tap: Tap;
+    peers: TapPeer[];
+  } {
+    const n = native();
+    const queues = options.queues ?? 1;
+    const fds: number[] = [];
+    const peers: TapPeer[] = [];
+    for (let q = 0; q < queues; q++) {
+      const pair = n.socketPair();
+      if (typeof pair === 'number') {
+        for (const fd of fds) n.close(fd);
+        for (const p of peers) p.close();
+        throw errnoError(pair, 'socketpair', options.name ?? 'socketpair', 'making a stand-in TAP queue');
+      }
+      fds.push(pair[0]);
+      peers.push(new TapPeer(pair[1]));
+    }
+    const name = options.name ?? 'socketpair';
+    const vnetHdrSize = options.vnetHdr === false ? 0 : (options.vnetHdrSize ?? 12);
+    const c = n.constants;
+    const features = c.IFF_TAP | c.IFF_NO_PI | c.IFF_VNET_HDR | c.IFF_MULTI_QUEUE;
+    const tap = new Tap(name, fds, features, vnetHdrSize, new MemoryLink(name, options.mac ?? formatMac(randomMac())));
+    return { tap, peers };
   }
 
   /** Creates a TAP, or attaches to an existing one of that name that this user may use. */
@@ -373,6 +414,11 @@ export class Tap {
     if (!Number.isInteger(wanted) || wanted < 0 || wanted > 0xffff) {
       throw usageError('ERR_TAP_OFFLOAD', `offload flags must be an integer from 0 to 0xffff, got ${wanted}`, this.name);
     }
+    if (this.isSocketPair) {
+      // A socket pair carries whatever it is given: it takes the known bits.
+      this.offloadBits = wanted & TUN_OFFLOAD_ALL;
+      return { accepted: this.offloadBits, refused: wanted & ~TUN_OFFLOAD_ALL };
+    }
     let rc = this.n.tunSetOffload(fd, wanted);
     if (rc === 0) {
       this.offloadBits = wanted;
@@ -395,6 +441,7 @@ export class Tap {
 
   /** TUNSETPERSIST: keep the TAP after the last fd closes (or stop keeping it). */
   setPersistent(persist: boolean): void {
+    if (this.isSocketPair) throw usageError('ERR_TAP_NOT_KERNEL', `"${this.name}" is a socket pair: it cannot persist`, this.name);
     const rc = this.n.tunSetPersist(this.queue.fd, persist ? 1 : 0);
     if (rc < 0) throw errnoError(rc, 'TUNSETPERSIST', this.name, persist ? 'making the TAP persistent' : 'clearing persistence');
   }
@@ -421,3 +468,28 @@ function setIffError(rc: number, name: string, queue: number): TapError {
   return errnoError(rc, 'TUNSETIFF', name, what, hint);
 }
 
+
+/** The far end of a stand-in TAP queue: what the host kernel would be for a real TAP. */
+export class TapPeer {
+  private fd: number;
+  private readonly n = native();
+
+  constructor(fd: number) {
+    this.fd = fd;
+  }
+
+  /** Writes one frame (vnet header first, when the Tap has one): bytes or -errno. */
+  write(frame: ArrayBufferView): number {
+    return this.fd < 0 ? -osConstants.errno.EBADF : this.n.writeFrame(this.fd, frame);
+  }
+
+  /** Reads one frame: bytes, or -errno (-EAGAIN when nothing waits). */
+  read(into: ArrayBufferView): number {
+    return this.fd < 0 ? -osConstants.errno.EBADF : this.n.readFrame(this.fd, into);
+  }
+
+  close(): void {
+    if (this.fd >= 0) this.n.close(this.fd);
+    this.fd = -1;
+  }
+}
