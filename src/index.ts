@@ -44,3 +44,9 @@ export type { NetHeader } from './net/net-header.js';
 export * as net from './net/constants.js';
 export { NetDriver, NetDriverError } from './driver/net-driver.js';
 export type { NetDriverOptions, ReceivedFrame, VirtioDeviceHandle } from './driver/net-driver.js';
+
+// Transports.
+export { MmioTransport, MMIO, MMIO_MAGIC, VIRTIO_ID_NET, VIRTIO_MMIO_INT_VRING, VIRTIO_MMIO_INT_CONFIG } from './transport/mmio.js';
+export type { MmioOptions, MmioDevice } from './transport/mmio.js';
+export { MmioDeviceHandle } from './driver/mmio-handle.js';
+export type { MmioBus } from './driver/mmio-handle.js';

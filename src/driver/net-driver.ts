@@ -60,6 +60,8 @@ export interface NetDriverOptions {
   shared?: boolean;
   /** Copy each received frame out for onFrame (default); false only counts them (benchmarks). */
   copyFrames?: boolean;
+  /** The guest's memory (a VMM's RAM); default a fresh one sized for the queues. */
+  memory?: GuestMemory;
 }
 
 export interface ReceivedFrame {
@@ -91,7 +93,7 @@ export class NetDriver {
   onFrame: ((f: ReceivedFrame) => void) | null = null;
   onConfigChange: (() => void) | null = null;
   private readonly dev: VirtioDeviceHandle;
-  private readonly o: Required<Omit<NetDriverOptions, 'features' | 'rxBufferSize'>> & Pick<NetDriverOptions, 'features' | 'rxBufferSize'>;
+  private readonly o: Required<Omit<NetDriverOptions, 'features' | 'rxBufferSize' | 'memory'>> & Pick<NetDriverOptions, 'features' | 'rxBufferSize'>;
   private alloc: GuestAllocator;
   private readonly queues: PairQueues[] = [];
   private ctrl: DriverQueue | null = null;
@@ -103,11 +105,12 @@ export class NetDriver {
 
   constructor(device: VirtioDeviceHandle, options: NetDriverOptions = {}) {
     this.dev = device;
-    this.o = { queueSize: 256, pairs: 1, shared: false, copyFrames: true, ...options };
+    const { memory: _memory, ...rest } = options;
+    this.o = { queueSize: 256, pairs: 1, shared: false, copyFrames: true, ...rest };
     const size = this.o.queueSize;
     // Rings, receive buffers at their largest, transmit slots, a big slot per queue entry... sized generously.
     const perPair = 2 * (16 * size + 8 * size + 64) + size * BIG_RX_BUFFER + size * 2048 + 4 * 65600;
-    this.mem = GuestMemory.create(this.o.pairs * perPair + (1 << 20), { shared: this.o.shared });
+    this.mem = options.memory ?? GuestMemory.create(this.o.pairs * perPair + (1 << 20), { shared: this.o.shared });
     this.alloc = new GuestAllocator(0, this.mem.regions[0]!.size);
   }
 
