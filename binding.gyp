@@ -14,7 +14,8 @@
         "native/link.cc",
         "native/regions.cc",
         "native/io.cc",
-        "native/poll.cc"
+        "native/poll.cc",
+        "native/vhost.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"]

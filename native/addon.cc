@@ -11,6 +11,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitRegions(env, exports);
   InitIo(env, exports);
   InitPoll(env, exports);
+  InitVhost(env, exports);
   return exports;
 }
 

@@ -83,6 +83,23 @@ export interface NativeBinding {
   writeFrame(fd: number, frame: ArrayBufferView): number;
   readFrame(fd: number, into: ArrayBufferView): number;
   Poller: new (fd: number, callback: (status: number, events: number) => void) => NativePoller;
+  // For vhost-user: Unix sockets with fd passing, shared memory, eventfds.
+  unixListen(path: string): number;
+  unixConnect(path: string): number;
+  /** -EAGAIN when nobody is waiting. */
+  unixAccept(fd: number): number;
+  /** Bytes or -errno; fds[0] = fds received (-1: more than fit, all closed), fds[1..] the fds. */
+  recvWithFds(fd: number, buf: Uint8Array, fds: Int32Array): number;
+  sendWithFds(fd: number, buf: Uint8Array, fds?: Int32Array): number;
+  memfdCreate(name: string, size: number): number;
+  /** A MAP_SHARED read-write mapping as an ArrayBuffer, or -errno. */
+  mmapShared(fd: number, size: number, offset: number): ArrayBuffer | number;
+  /** Detaches the buffer (every view reads as empty), then unmaps it. */
+  unmap(buffer: ArrayBuffer): number;
+  eventfdCreate(): number;
+  eventfdWrite(fd: number): number;
+  /** The counter (reset to 0), or -EAGAIN when it was 0. */
+  eventfdRead(fd: number): number;
 }
 
 function packageRoot(): string {

@@ -1,0 +1,290 @@
+// What a vhost-user backend needs of the system (QEMU docs/interop/vhost-user.rst):
+// Unix stream sockets, SCM_RIGHTS fd passing, memory-region fds mapped
+// shared, and eventfds. No vhost-user logic lives here.
+#include "common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <unordered_map>
+
+namespace vtap {
+
+// A mapping handed to JavaScript as an external ArrayBuffer.
+struct Mapping {
+  void* ptr;
+  size_t size;
+  bool mapped;
+};
+
+static std::unordered_map<void*, Mapping*>& Mappings() {
+  static thread_local std::unordered_map<void*, Mapping*> m;
+  return m;
+}
+
+static bool FillSockaddr(Napi::Env env, const std::string& path, struct sockaddr_un* sa) {
+  memset(sa, 0, sizeof *sa);
+  sa->sun_family = AF_UNIX;
+  // Invariant: the path and its NUL fit sun_path.
+  if (path.empty() || path.size() >= sizeof sa->sun_path) {
+    Napi::RangeError::New(env, "socket path must be 1 to " + std::to_string(sizeof sa->sun_path - 1) + " bytes")
+        .ThrowAsJavaScriptException();
+    return false;
+  }
+  memcpy(sa->sun_path, path.data(), path.size());
+  return true;
+}
+
+// unixListen(path) -> fd | -errno. Non-blocking, close-on-exec.
+static Napi::Value UnixListen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path;
+  struct sockaddr_un sa;
+  if (!ArgString(info, 0, &path) || !FillSockaddr(env, path, &sa)) return env.Undefined();
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Errno(env, errno);
+  if (bind(fd, reinterpret_cast<struct sockaddr*>(&sa), sizeof sa) < 0 || listen(fd, 8) < 0) {
+    int err = errno;
+    close(fd);
+    return Errno(env, err);
+  }
+  return Napi::Number::New(env, fd);
+}
+
+// unixConnect(path) -> fd | -errno. The socket is non-blocking once connected.
+static Napi::Value UnixConnect(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path;
+  struct sockaddr_un sa;
+  if (!ArgString(info, 0, &path) || !FillSockaddr(env, path, &sa)) return env.Undefined();
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Errno(env, errno);
+  if (connect(fd, reinterpret_cast<struct sockaddr*>(&sa), sizeof sa) < 0) {
+    int err = errno;
+    close(fd);
+    return Errno(env, err);
+  }
+  int fl = fcntl(fd, F_GETFL);
+  fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+  return Napi::Number::New(env, fd);
+}
+
+// unixAccept(fd) -> fd | -errno (-EAGAIN when nobody waits).
+static Napi::Value UnixAccept(const Napi::CallbackInfo& info) {
+  int64_t fd;
+  if (!ArgInt(info, 0, 0, INT32_MAX, &fd)) return info.Env().Undefined();
+  int c = accept4(static_cast<int>(fd), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  if (c < 0) return Errno(info.Env(), errno == EWOULDBLOCK ? EAGAIN : errno);
+  return Napi::Number::New(info.Env(), c);
+}
+
+static constexpr int kMaxFds = 32;
+
+// recvWithFds(fd, buf, fds: Int32Array) -> bytes | -errno. fds[0] = how many
+// fds came (SCM_RIGHTS, close-on-exec), fds[1..] the fds. fds that do not fit
+// are closed and fds[0] is set to -1 so the caller can refuse the message.
+static Napi::Value RecvWithFds(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t fd;
+  if (!ArgInt(info, 0, 0, INT32_MAX, &fd)) return env.Undefined();
+  uint8_t* buf = nullptr;
+  size_t len = 0;
+  uint8_t* fdsRaw = nullptr;
+  size_t fdsLen = 0;
+  if (info.Length() < 3 || !ViewBytes(env, info[1], &buf, &len) || !info[2].IsTypedArray() ||
+      info[2].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array || !ViewBytes(env, info[2], &fdsRaw, &fdsLen) ||
+      fdsLen < 4) {
+    Napi::TypeError::New(env, "expected (fd, buffer, fds: Int32Array)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int32_t* fds = reinterpret_cast<int32_t*>(fdsRaw);
+  size_t room = fdsLen / 4 - 1;
+  struct iovec iov = {buf, len};
+  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)];
+  struct msghdr msg;
+  memset(&msg, 0, sizeof msg);
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t n;
+  do {
+    n = recvmsg(static_cast<int>(fd), &msg, MSG_CMSG_CLOEXEC);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) return Errno(env, errno == EWOULDBLOCK ? EAGAIN : errno);
+  int count = 0;
+  bool overflow = (msg.msg_flags & MSG_CTRUNC) != 0;
+  for (struct cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    const int* in = reinterpret_cast<const int*>(CMSG_DATA(c));
+    for (size_t i = 0; i < k; i++) {
+      // Invariant: only as many fds as the caller's array holds are handed over; the rest are closed.
+      if (static_cast<size_t>(count) < room) fds[1 + count++] = in[i];
+      else {
+        close(in[i]);
+        overflow = true;
+      }
+    }
+  }
+  fds[0] = overflow ? -1 : count;
+  return Napi::Number::New(env, static_cast<double>(n));
+}
+
+// sendWithFds(fd, buf, fds?: Int32Array) -> bytes | -errno.
+static Napi::Value SendWithFds(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t fd;
+  if (!ArgInt(info, 0, 0, INT32_MAX, &fd)) return env.Undefined();
+  uint8_t* buf = nullptr;
+  size_t len = 0;
+  if (info.Length() < 2 || !ViewBytes(env, info[1], &buf, &len)) {
+    Napi::TypeError::New(env, "expected (fd, buffer, fds?)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  struct iovec iov = {buf, len};
+  struct msghdr msg;
+  memset(&msg, 0, sizeof msg);
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)];
+  size_t nfds = 0;
+  if (info.Length() >= 3 && info[2].IsTypedArray()) {
+    uint8_t* raw = nullptr;
+    size_t rawLen = 0;
+    if (info[2].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array || !ViewBytes(env, info[2], &raw, &rawLen)) {
+      Napi::TypeError::New(env, "fds must be an Int32Array").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    nfds = rawLen / 4;
+    // Invariant: at most kMaxFds fds fit the control buffer.
+    if (nfds > static_cast<size_t>(kMaxFds)) return Errno(env, EINVAL);
+    if (nfds > 0) {
+      msg.msg_control = control;
+      msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+      struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
+      c->cmsg_level = SOL_SOCKET;
+      c->cmsg_type = SCM_RIGHTS;
+      c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+      memcpy(CMSG_DATA(c), raw, sizeof(int) * nfds);
+    }
+  }
+  ssize_t n;
+  do {
+    n = sendmsg(static_cast<int>(fd), &msg, MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) return Errno(env, errno == EWOULDBLOCK ? EAGAIN : errno);
+  return Napi::Number::New(env, static_cast<double>(n));
+}
+
+// memfdCreate(name, size) -> fd | -errno: shared memory such as a VMM's RAM.
+static Napi::Value MemfdCreate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string name;
+  int64_t size;
+  if (!ArgString(info, 0, &name) || !ArgInt(info, 1, 0, INT64_C(1) << 40, &size)) return env.Undefined();
+  int fd = memfd_create(name.c_str(), MFD_CLOEXEC);
+  if (fd < 0) return Errno(env, errno);
+  if (ftruncate(fd, static_cast<off_t>(size)) < 0) {
+    int err = errno;
+    close(fd);
+    return Errno(env, err);
+  }
+  return Napi::Number::New(env, fd);
+}
+
+static void FinalizeMapping(napi_env /*env*/, void* /*data*/, void* hint) {
+  Mapping* m = static_cast<Mapping*>(hint);
+  if (m->mapped) munmap(m->ptr, m->size);
+  Mappings().erase(m->ptr);
+  delete m;
+}
+
+// mmapShared(fd, size, offset) -> ArrayBuffer | -errno. MAP_SHARED, read-write.
+static Napi::Value MmapShared(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t fd, size, offset;
+  if (!ArgInt(info, 0, 0, INT32_MAX, &fd) || !ArgInt(info, 1, 1, INT64_C(1) << 40, &size) ||
+      !ArgInt(info, 2, 0, INT64_C(1) << 50, &offset))
+    return env.Undefined();
+  void* p = mmap(nullptr, static_cast<size_t>(size), PROT_READ | PROT_WRITE, MAP_SHARED, static_cast<int>(fd),
+                 static_cast<off_t>(offset));
+  if (p == MAP_FAILED) return Errno(env, errno);
+  Mapping* m = new Mapping{p, static_cast<size_t>(size), true};
+  Mappings()[p] = m;
+  napi_value ab;
+  if (napi_create_external_arraybuffer(env, p, m->size, FinalizeMapping, m, &ab) != napi_ok) {
+    munmap(p, m->size);
+    Mappings().erase(p);
+    delete m;
+    Napi::Error::New(env, "cannot expose the mapping as an ArrayBuffer").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  return Napi::Value(env, ab);
+}
+
+// unmap(arrayBuffer) -> 0 | -EINVAL. Detaches the buffer first, so that every
+// view of it reads as empty, then unmaps: no JavaScript access can reach it.
+static Napi::Value Unmap(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsArrayBuffer()) {
+    Napi::TypeError::New(env, "unmap expects the ArrayBuffer mmapShared returned").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  void* p = nullptr;
+  size_t len = 0;
+  if (napi_get_arraybuffer_info(env, info[0], &p, &len) != napi_ok) return Errno(env, EINVAL);
+  auto it = Mappings().find(p);
+  if (p == nullptr || it == Mappings().end() || !it->second->mapped) return Errno(env, EINVAL);
+  if (napi_detach_arraybuffer(env, info[0]) != napi_ok) return Errno(env, EINVAL);
+  munmap(it->second->ptr, it->second->size);
+  it->second->mapped = false;
+  return Napi::Number::New(env, 0);
+}
+
+// eventfdCreate() -> fd | -errno (non-blocking, close-on-exec).
+static Napi::Value EventfdCreate(const Napi::CallbackInfo& info) {
+  int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (fd < 0) return Errno(info.Env(), errno);
+  return Napi::Number::New(info.Env(), fd);
+}
+
+// eventfdWrite(fd) -> 0 | -errno: adds 1 (a kick or a call).
+static Napi::Value EventfdWrite(const Napi::CallbackInfo& info) {
+  int64_t fd;
+  if (!ArgInt(info, 0, 0, INT32_MAX, &fd)) return info.Env().Undefined();
+  uint64_t one = 1;
+  if (write(static_cast<int>(fd), &one, sizeof one) < 0) return Errno(info.Env(), errno == EWOULDBLOCK ? EAGAIN : errno);
+  return Napi::Number::New(info.Env(), 0);
+}
+
+// eventfdRead(fd) -> count | -errno (-EAGAIN when it is 0).
+static Napi::Value EventfdRead(const Napi::CallbackInfo& info) {
+  int64_t fd;
+  if (!ArgInt(info, 0, 0, INT32_MAX, &fd)) return info.Env().Undefined();
+  uint64_t v = 0;
+  if (read(static_cast<int>(fd), &v, sizeof v) < 0) return Errno(info.Env(), errno == EWOULDBLOCK ? EAGAIN : errno);
+  return Napi::Number::New(info.Env(), static_cast<double>(v));
+}
+
+void InitVhost(Napi::Env env, Napi::Object exports) {
+  exports.Set("unixListen", Napi::Function::New(env, UnixListen, "unixListen"));
+  exports.Set("unixConnect", Napi::Function::New(env, UnixConnect, "unixConnect"));
+  exports.Set("unixAccept", Napi::Function::New(env, UnixAccept, "unixAccept"));
+  exports.Set("recvWithFds", Napi::Function::New(env, RecvWithFds, "recvWithFds"));
+  exports.Set("sendWithFds", Napi::Function::New(env, SendWithFds, "sendWithFds"));
+  exports.Set("memfdCreate", Napi::Function::New(env, MemfdCreate, "memfdCreate"));
+  exports.Set("mmapShared", Napi::Function::New(env, MmapShared, "mmapShared"));
+  exports.Set("unmap", Napi::Function::New(env, Unmap, "unmap"));
+  exports.Set("eventfdCreate", Napi::Function::New(env, EventfdCreate, "eventfdCreate"));
+  exports.Set("eventfdWrite", Napi::Function::New(env, EventfdWrite, "eventfdWrite"));
+  exports.Set("eventfdRead", Napi::Function::New(env, EventfdRead, "eventfdRead"));
+}
+
+}  // namespace vtap

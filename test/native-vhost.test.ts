@@ -1,0 +1,104 @@
+// The system pieces of a vhost-user backend: Unix sockets with SCM_RIGHTS,
+// shared memory mappings, and eventfds. No privileges needed.
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
+import { native } from '../src/tap/binding.js';
+import { IoPlan, registerIoRegion, unregisterIoRegion } from '../src/tap/io-plan.js';
+
+const EAGAIN = -11;
+const EFAULT = -14;
+const EINVAL = -22;
+const n = native();
+const openFds = () => readdirSync('/proc/self/fd').length;
+
+describe('vhost-user system pieces', () => {
+  let dir: string;
+  const fds: number[] = [];
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'vt-vhost-'));
+  });
+  afterEach(() => {
+    for (const fd of fds.splice(0)) n.close(fd);
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const keep = (fd: number) => {
+    expect(fd).toBeGreaterThanOrEqual(0);
+    fds.push(fd);
+    return fd;
+  };
+
+  function connected(): [number, number] {
+    const path = join(dir, 'sock');
+    const l = keep(n.unixListen(path));
+    expect(n.unixAccept(l)).toBe(EAGAIN); // nobody yet
+    const c = keep(n.unixConnect(path));
+    const s = keep(n.unixAccept(l));
+    return [c, s];
+  }
+
+  it('passes fds with a message; a passed memfd maps the same memory', () => {
+    const [c, s] = connected();
+    const mem = keep(n.memfdCreate('guest-ram', 1 << 20));
+    const ev = keep(n.eventfdCreate());
+    expect(n.sendWithFds(c, Uint8Array.of(1, 2, 3), Int32Array.of(mem, ev))).toBe(3);
+    const buf = new Uint8Array(16);
+    const got = new Int32Array(9);
+    expect(n.recvWithFds(s, buf, got)).toBe(3);
+    expect(got[0]).toBe(2);
+    const memB = keep(got[1]!);
+    const evB = keep(got[2]!);
+    const a = n.mmapShared(mem, 1 << 20, 0);
+    const b = n.mmapShared(memB, 1 << 20, 0);
+    if (typeof a === 'number' || typeof b === 'number') throw new Error(`mmap failed: ${a} ${b}`);
+    new Uint8Array(a)[4096] = 0x5a;
+    expect(new Uint8Array(b)[4096]).toBe(0x5a);
+    // The eventfd is the same object too.
+    expect(n.eventfdWrite(ev)).toBe(0);
+    expect(n.eventfdWrite(ev)).toBe(0);
+    expect(n.eventfdRead(evB)).toBe(2);
+    expect(n.eventfdRead(evB)).toBe(EAGAIN);
+    expect(n.unmap(a)).toBe(0);
+    expect(n.unmap(b)).toBe(0);
+  });
+
+  it('more fds than the caller takes are closed, not leaked, and the message is marked', () => {
+    const [c, s] = connected();
+    const sent = [0, 1, 2, 3, 4].map(() => keep(n.eventfdCreate()));
+    const before = openFds();
+    expect(n.sendWithFds(c, Uint8Array.of(9), Int32Array.from(sent))).toBe(1);
+    const got = new Int32Array(3); // room for 2
+    expect(n.recvWithFds(s, new Uint8Array(4), got)).toBe(1);
+    expect(got[0]).toBe(-1);
+    // Two kept, three closed: the process holds two more fds than before.
+    keep(got[1]!);
+    keep(got[2]!);
+    expect(openFds()).toBe(before + 2);
+  });
+
+  it('an unmapped region reads as empty and native I/O refuses it', () => {
+    const mem = keep(n.memfdCreate('r', 8192));
+    const ab = n.mmapShared(mem, 8192, 0);
+    if (typeof ab === 'number') throw new Error(`mmap failed: ${ab}`);
+    const view = new Uint8Array(ab);
+    const region = registerIoRegion(view);
+    expect(n.unmap(ab)).toBe(0);
+    expect(view.length).toBe(0); // detached: no JavaScript access reaches the unmapped pages
+    expect(ab.byteLength).toBe(0);
+    const [c] = connected();
+    const plan = new IoPlan(1);
+    plan.beginFrame();
+    plan.addSegment(region, 0, 16);
+    expect(n.writevBatch(c, plan.plan, 1, plan.results)).toBe(1);
+    expect(plan.results[0]).toBe(EFAULT);
+    unregisterIoRegion(region);
+    expect(n.unmap(ab)).toBe(EINVAL); // twice
+  });
+
+  it('a socket path too long for sun_path is a RangeError', () => {
+    expect(() => n.unixListen(join(dir, 'x'.repeat(200)))).toThrow(RangeError);
+  });
+});
