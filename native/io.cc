@@ -144,43 +144,47 @@ static Napi::Value ReadvMergeable(const Napi::CallbackInfo& info) {
   static thread_local struct iovec iov[kMaxSegments];
   static thread_local size_t groupStart[4097];
   static thread_local size_t groupRoom[4096];
-  // Resolve every group once; an invalid one ends the usable groups.
-  size_t pos = 0, nseg = 0, usable = 0;
-  for (; usable < static_cast<size_t>(groups); usable++) {
-    if (pos >= a.planLen) break;
+  // Groups are resolved lazily, only as far as the frames read need them: a
+  // call that finds one frame waiting does not resolve hundreds of groups.
+  size_t pos = 0, nseg = 0, parsed = 0;
+  bool exhausted = false;
+  auto parseOne = [&]() -> bool {
+    if (exhausted || parsed >= static_cast<size_t>(groups) || pos >= a.planLen) return exhausted = true, false;
     double n = a.plan[pos];
     // Invariant: the group's segments fit both the plan and the iovec array.
-    if (!(n >= 1 && n <= kMaxSegments) || n != std::floor(n)) break;
+    if (!(n >= 1 && n <= kMaxSegments) || n != std::floor(n)) return exhausted = true, false;
     size_t cnt = static_cast<size_t>(n);
-    if (a.planLen - pos - 1 < cnt * 3 || nseg + cnt > static_cast<size_t>(kMaxSegments)) break;
+    if (a.planLen - pos - 1 < cnt * 3 || nseg + cnt > static_cast<size_t>(kMaxSegments)) return exhausted = true, false;
     size_t room = 0;
-    bool ok = true;
     for (size_t i = 0; i < cnt; i++) {
       const double* seg = a.plan + pos + 1 + i * 3;
       size_t len = 0;
       uint8_t* p = ResolveSegment(env, data, seg[0], seg[1], seg[2], &len);
-      if (p == nullptr) {
-        ok = false;
-        break;
-      }
+      // An invalid segment ends the usable groups.
+      if (p == nullptr) return exhausted = true, false;
       iov[nseg + i].iov_base = p;
       iov[nseg + i].iov_len = len;
       room += len;
     }
-    if (!ok) break;
-    groupStart[usable] = nseg;
-    groupRoom[usable] = room;
+    groupStart[parsed] = nseg;
+    groupRoom[parsed] = room;
     nseg += cnt;
     pos += 1 + cnt * 3;
-  }
-  groupStart[usable] = nseg;
+    parsed++;
+    groupStart[parsed] = nseg;
+    return true;
+  };
+  groupStart[0] = 0;
 
   size_t g = 0, frames = 0;
-  while (frames < maxFrames && g < usable) {
+  while (frames < maxFrames) {
     size_t left = 0, last = g;
-    for (size_t j = g; j < usable && left < static_cast<size_t>(maxRoom); j++) {
-      left += groupRoom[j];
-      last = j + 1;
+    for (;;) {
+      while (last >= parsed && parseOne()) {
+      }
+      if (last >= parsed || left >= static_cast<size_t>(maxRoom)) break;
+      left += groupRoom[last];
+      last++;
     }
     if (left < static_cast<size_t>(minRoom)) break;
     ssize_t rc;

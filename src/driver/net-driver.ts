@@ -80,8 +80,9 @@ interface PairQueues {
   rx: DriverQueue;
   tx: DriverQueue;
   rxBufs: number[];
-  /** 1 while buffer i is in the receive ring. */
-  rxInRing: Uint8Array;
+  /** Buffers not in the receive ring, as a stack of indices. */
+  rxFree: Uint16Array;
+  rxFreeCount: number;
   txSlots: TxSlot[];
   txFree: number[];
 }
@@ -101,6 +102,7 @@ export class NetDriver {
   private rxBufferSize = 0;
   private pollScheduled = false;
   private polling = false;
+  private isMergeable = false;
   private readonly received: ReceivedFrame[] = [];
 
   constructor(device: VirtioDeviceHandle, options: NetDriverOptions = {}) {
@@ -133,6 +135,7 @@ export class NetDriver {
     d.setStatus(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
     if ((d.status & VIRTIO_CONFIG_S_FEATURES_OK) === 0) throw new NetDriverError('the device refused the features (FEATURES_OK did not stick)');
     this.features = f;
+    this.isMergeable = hasFeature(f, VIRTIO_NET_F_MRG_RXBUF);
     const gso = [VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_GUEST_UFO, VIRTIO_NET_F_GUEST_USO4, VIRTIO_NET_F_GUEST_USO6].some((b) => hasFeature(f, b));
     const mtu = this.dev.readConfig(10, 2) || 1500;
     this.rxBufferSize = this.o.rxBufferSize ?? (this.mergeable ? 2048 : gso ? BIG_RX_BUFFER : NET_HDR_SIZE + 14 + 4 + mtu);
@@ -143,7 +146,8 @@ export class NetDriver {
       const rxBufs = Array.from({ length: size }, () => this.alloc.alloc(this.rxBufferSize, 64));
       const txSlots: TxSlot[] = Array.from({ length: size }, () => ({ addr: this.alloc.alloc(2048, 64), size: 2048 }));
       for (let i = 0; i < 4; i++) txSlots.push({ addr: this.alloc.alloc(NET_HDR_SIZE + 65550, 64), size: NET_HDR_SIZE + 65550 });
-      this.queues.push({ rx, tx, rxBufs, rxInRing: new Uint8Array(size), txSlots, txFree: txSlots.map((_, i) => txSlots.length - 1 - i) });
+      const rxFree = new Uint16Array(size).map((_, i) => size - 1 - i);
+      this.queues.push({ rx, tx, rxBufs, rxFree, rxFreeCount: size, txSlots, txFree: txSlots.map((_, i) => txSlots.length - 1 - i) });
     }
     if (hasFeature(f, VIRTIO_NET_F_CTRL_VQ)) {
       this.ctrl = this.makeQueue(2 * this.o.pairs, 16, this.ctrlIndex);
@@ -153,8 +157,9 @@ export class NetDriver {
     for (const q of this.queues) this.postRx(q);
   }
 
+  /** VIRTIO_NET_F_MRG_RXBUF was negotiated (set at start). */
   get mergeable(): boolean {
-    return hasFeature(this.features, VIRTIO_NET_F_MRG_RXBUF);
+    return this.isMergeable;
   }
 
   get ctrlIndex(): number {
@@ -193,16 +198,21 @@ export class NetDriver {
       if (i < 0) break;
       q.rx.beginChain();
       q.rx.addSegment(q.rxBufs[i]!, this.rxBufferSize, true);
-      if (q.rx.commitChain(i) < 0) break;
+      if (q.rx.commitChain(i) < 0) {
+        this.releaseRx(q, i);
+        break;
+      }
       added = true;
     }
     if (added) q.rx.publish();
   }
 
   private freeRx(q: PairQueues): number {
-    const i = q.rxInRing.indexOf(0);
-    if (i >= 0) q.rxInRing[i] = 1;
-    return i;
+    return q.rxFreeCount > 0 ? (q.rxFree[--q.rxFreeCount] as number) : -1;
+  }
+
+  private releaseRx(q: PairQueues, i: number): void {
+    q.rxFree[q.rxFreeCount++] = i;
   }
 
   /** Sends one frame (Ethernet, header excluded) with the given header fields. False when the queue is full. */
@@ -304,14 +314,14 @@ export class NetDriver {
       const first = this.mem.view(q.rxBufs[tok]!, this.rxBufferSize);
       const header = readNetHeader(new DataView(first.buffer, first.byteOffset, NET_HDR_SIZE), 0);
       const parts: Uint8Array[] = [first.slice(NET_HDR_SIZE, Math.max(NET_HDR_SIZE, len))];
-      q.rxInRing[tok] = 0;
+      this.releaseRx(q, tok);
       // §5.1.6.4: with MRG_RXBUF the frame continues in num_buffers - 1 more buffers.
       const more = this.mergeable ? header.numBuffers - 1 : 0;
       for (let k = 0; k < more; k++) {
         const t = q.rx.popUsed();
         if (t < 0) throw new NetDriverError(`num_buffers ${header.numBuffers} but only ${k + 1} used buffers`);
         parts.push(this.mem.view(q.rxBufs[t]!, q.rx.usedLen).slice());
-        q.rxInRing[t] = 0;
+        this.releaseRx(q, t);
       }
       const total = parts.reduce((a, p) => a + p.length, 0);
       const frame = new Uint8Array(total);
@@ -334,7 +344,7 @@ export class NetDriver {
   private countRx(q: PairQueues): number {
     let n = 0;
     for (let tok = q.rx.popUsed(); tok >= 0; tok = q.rx.popUsed()) {
-      q.rxInRing[tok] = 0;
+      this.releaseRx(q, tok);
       this.stats.rxBytes += q.rx.usedLen;
       if (this.mergeable) {
         const v = this.mem.view(q.rxBufs[tok]!, NET_HDR_SIZE);
@@ -342,7 +352,7 @@ export class NetDriver {
         for (let k = 0; k < more; k++) {
           const t = q.rx.popUsed();
           if (t < 0) break;
-          q.rxInRing[t] = 0;
+          this.releaseRx(q, t);
           this.stats.rxBytes += q.rx.usedLen;
         }
       }

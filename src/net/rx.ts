@@ -407,6 +407,11 @@ export class RxQueue {
     const p = this.plan.plan;
     let at = start;
     const want = Math.min(bytes, NET_HDR_SIZE + 18) - NET_HDR_SIZE;
+    // Usually the header and the Ethernet header share the first segment: look in place.
+    if (p[at]! >= 1 && p[at + 3]! >= NET_HDR_SIZE + want) {
+      const bytesOfRegion = this.q.mem.regions[this.regionOfIo(p[at + 1]!)]!.bytes;
+      return filter.check(bytesOfRegion, p[at + 2]! + NET_HDR_SIZE, want);
+    }
     let got = 0;
     let skip = NET_HDR_SIZE;
     const regions = this.q.mem.regions;
