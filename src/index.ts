@@ -50,3 +50,6 @@ export { MmioTransport, MMIO, MMIO_MAGIC, VIRTIO_ID_NET, VIRTIO_MMIO_INT_VRING, 
 export type { MmioOptions, MmioDevice } from './transport/mmio.js';
 export { MmioDeviceHandle } from './driver/mmio-handle.js';
 export type { MmioBus } from './driver/mmio-handle.js';
+export { VhostUserBackend } from './transport/vhost-user/backend.js';
+export type { VhostUserBackendOptions } from './transport/vhost-user/backend.js';
+export { VhostUserError } from './transport/vhost-user/protocol.js';

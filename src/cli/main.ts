@@ -3,6 +3,9 @@
 import { parseArgs, styleText } from 'node:util';
 
 import { runDemo, type DemoLog } from '../demo/demo.js';
+import { Link } from '../tap/link.js';
+import { Tap } from '../tap/tap.js';
+import { VhostUserBackend } from '../transport/vhost-user/backend.js';
 
 const USAGE = `usage: virtio-tap <command> [options]
 
@@ -16,6 +19,13 @@ commands:
            --guest-ip ADDR   guest address (default 198.18.0.2)
            --timeout MS      how long to wait for each answer (default 3000)
            --split           use the split ring layout (default packed)
+  vhost-user   serve a QEMU guest's virtio-net device as a vhost-user back-end on a TAP
+           --socket PATH     the vhost-user socket
+           --tap NAME        the TAP: attached to if it exists (a TAP you own needs no
+                             privileges), created otherwise
+           --mac MAC         the device's MAC (QEMU's own config space governs the guest)
+           --client          connect to a QEMU that listens (reconnecting when it goes)
+           --queues N        queue pairs (only 1 is served over vhost-user so far)
   help     this text
 
 Needs CAP_NET_ADMIN (for example root) to create a TAP, or a TAP you own:
@@ -68,8 +78,53 @@ async function main(argv: string[]): Promise<number> {
       log,
     );
   }
+  if (command === 'vhost-user') return vhostUser(rest);
   console.error(`virtio-tap: unknown command "${command}"\n\n${USAGE}`);
   return 2;
+}
+
+async function vhostUser(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      socket: { type: 'string' },
+      tap: { type: 'string' },
+      mac: { type: 'string' },
+      client: { type: 'boolean', default: false },
+      queues: { type: 'string', default: '1' },
+    },
+  });
+  if (values.socket === undefined || values.tap === undefined) throw new TypeError('vhost-user needs --socket PATH and --tap NAME');
+  if (values.queues !== '1') throw new TypeError(`--queues ${values.queues}: only 1 queue pair is served over vhost-user so far`);
+  const tap = Link.exists(values.tap) ? Tap.attach(values.tap, { vnetHdr: true }) : Tap.open({ name: values.tap, vnetHdr: true });
+  if (!tap.isUp) {
+    try {
+      tap.setUp();
+    } catch {
+      log.info(`${tap.name} is down and this user cannot bring it up: \`sudo ip link set ${tap.name} up\``);
+    }
+  }
+  const backend = new VhostUserBackend({
+    socketPath: values.socket,
+    tap,
+    client: values.client === true,
+    ...(values.mac !== undefined ? { mac: values.mac } : {}),
+    log: (l) => log.info(l),
+  });
+  backend.on('error', (e: Error) => log.fail(e.message));
+  backend.start();
+  log.ok(`vhost-user back-end for ${tap.name} on ${values.socket}${values.client === true ? ' (client)' : ''}`);
+  await new Promise<void>((resolve) => {
+    const stop = (sig: string) => {
+      log.info(`${sig}: stopping`);
+      resolve();
+    };
+    process.once('SIGINT', () => stop('SIGINT'));
+    process.once('SIGTERM', () => stop('SIGTERM'));
+  });
+  backend.close();
+  tap.close();
+  return 0;
 }
 
 main(process.argv.slice(2)).then(

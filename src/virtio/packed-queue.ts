@@ -209,6 +209,19 @@ export class PackedQueue implements DeviceQueue {
     return this.hasAvailable();
   }
 
+  setBase(base: number): void {
+    this.nextAvail = (base & 0x7fff) % this.size;
+    this.availWrap = (base >>> 15) & 1;
+    const used = base >>> 16;
+    this.usedIdx = used === 0 ? this.nextAvail : (used & 0x7fff) % this.size;
+    this.usedWrap = used === 0 ? this.availWrap : (used >>> 15) & 1;
+    this.signalled = foldPosition(this.size, this.usedIdx, this.usedWrap);
+  }
+
+  getBase(): number {
+    return (this.nextAvail | (this.availWrap << 15) | ((this.usedIdx | (this.usedWrap << 15)) << 16)) >>> 0;
+  }
+
   savePosition(): number {
     return this.nextAvail | (this.availWrap << 16);
   }

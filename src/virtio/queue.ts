@@ -63,6 +63,15 @@ export interface DeviceQueue {
   /** Where the next pop will read; restorePosition(p) un-pops every chain popped since (on EAGAIN, say). */
   savePosition(): number;
   restorePosition(position: number): void;
+  /**
+   * Where the device resumes (vhost-user SET_VRING_BASE). Split: the next
+   * available index; the used index is read back from the ring. Packed: bits
+   * 0-14 the next available index and bit 15 its wrap counter; bits 16-30
+   * and 31 the same for the used side (0 there: all that was available was used).
+   */
+  setBase(base: number): void;
+  /** The same, to hand back (vhost-user GET_VRING_BASE). */
+  getBase(): number;
   /** Back to the state after activation. */
   reset(): void;
 }

@@ -191,6 +191,16 @@ export class SplitQueue implements DeviceQueue {
     return this.hasAvailable();
   }
 
+  setBase(base: number): void {
+    this.nextAvail = base & 0xffff;
+    this.usedIdx = Atomics.load(this.used16, 1);
+    this.signalledUsed = this.usedIdx;
+  }
+
+  getBase(): number {
+    return this.nextAvail;
+  }
+
   savePosition(): number {
     return this.nextAvail;
   }

@@ -1,0 +1,199 @@
+// The vhost-user backend against a front-end written for the test (QEMU's
+// part), over a stand-in TAP: no privileges needed.
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
+import { NetDriver } from '../src/driver/net-driver.js';
+import { Tap, type TapPeer } from '../src/tap/tap.js';
+import { VhostUserBackend } from '../src/transport/vhost-user/backend.js';
+import { encode, Req, statePayload, u64Payload } from '../src/transport/vhost-user/protocol.js';
+import { parseIpv4 as ip } from '../src/util/addr.js';
+import { buildArp, parseArp } from '../src/util/packet.js';
+import { sh } from './helpers/host.js';
+import { describePrivileged } from './helpers/privileged.js';
+import { TestFrontend } from './helpers/vhost-frontend.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const openFds = () => readdirSync('/proc/self/fd').length;
+
+async function until(cond: () => boolean, ms = 2000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error('timed out');
+    await sleep(5);
+  }
+}
+
+describe('vhost-user backend', () => {
+  let dir: string;
+  let tap: Tap;
+  let peer: TapPeer;
+  let backend: VhostUserBackend;
+  const logs: string[] = [];
+  let socket: string;
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'vt-vu-'));
+    socket = join(dir, 'vhost.sock');
+    const sp = Tap.socketPair({ name: 'vu0' });
+    tap = sp.tap;
+    peer = sp.peers[0]!;
+    logs.length = 0;
+    backend = new VhostUserBackend({ socketPath: socket, tap, log: (l) => logs.push(l) });
+    backend.start();
+  });
+  afterEach(() => {
+    backend.close();
+    tap.close();
+    peer.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function guest(features: { packed?: boolean; protocol?: boolean } = {}) {
+    const fe = await TestFrontend.connect(socket, 32 << 20, features.protocol ?? true);
+    if (features.packed === false) fe.deviceFeatures &= ~(1n << 34n);
+    const driver = new NetDriver(fe, { memory: fe.mem, queueSize: 128 });
+    fe.onInterrupt = () => driver.interrupt('vring', 0);
+    driver.start();
+    await until(() => backend.device.running);
+    return { fe, driver };
+  }
+
+  for (const packed of [true, false]) {
+    it(`carries frames both ways through the guest's rings (${packed ? 'packed' : 'split'})`, async () => {
+      const { fe, driver } = await guest({ packed });
+      try {
+        const frame = new Uint8Array(60).fill(0x42);
+        frame.set([2, 0, 0, 0, 0, 1], 0);
+        expect(driver.send(frame)).toBe(true);
+        const buf = new Uint8Array(2048);
+        let got = -11;
+        await until(() => (got = peer.read(buf)) > 0);
+        expect(got).toBe(72);
+        expect(buf.subarray(12, 72)).toEqual(frame);
+        const frames: Uint8Array[] = [];
+        driver.onFrame = (f) => frames.push(f.frame);
+        const inbound = new Uint8Array(12 + 100).fill(7, 12);
+        peer.write(inbound);
+        await until(() => frames.length === 1);
+        expect(frames[0]!.length).toBe(100);
+      } finally {
+        fe.close();
+      }
+    });
+  }
+
+  it('without protocol features, rings start on their kick fd', async () => {
+    const { fe, driver } = await guest({ protocol: false });
+    try {
+      expect(driver.send(new Uint8Array(60))).toBe(true);
+      await until(() => backend.device.metrics.txPackets === 1);
+    } finally {
+      fe.close();
+    }
+  });
+
+  it('GET_VRING_BASE stops the ring and gives its position back', async () => {
+    const { fe, driver } = await guest({ packed: false });
+    try {
+      for (let i = 0; i < 3; i++) driver.send(new Uint8Array(60));
+      await until(() => backend.device.metrics.txPackets === 3);
+      const r = await fe.request(Req.GET_VRING_BASE, statePayload(1, 0));
+      const dv = new DataView(r.payload.buffer, r.payload.byteOffset, 8);
+      expect(dv.getUint32(0, true)).toBe(1);
+      expect(dv.getUint32(4, true)).toBe(3); // three chains taken from the transmit ring
+      expect(backend.device.running).toBe(false);
+    } finally {
+      fe.close();
+    }
+  });
+
+  it('bad messages get an error reply and a log line; the connection goes on', async () => {
+    const { fe } = await guest();
+    try {
+      expect(await fe.acked(Req.SET_VRING_NUM, statePayload(99, 64))).toBe(1n); // ring out of range
+      expect(await fe.acked(Req.SET_VRING_NUM, statePayload(0, 0))).toBe(1n); // size 0
+      expect(await fe.acked(Req.SET_VRING_KICK, u64Payload(0n))).toBe(1n); // fd missing
+      expect(await fe.acked(99)).toBe(1n); // unknown request
+      expect(await fe.acked(Req.SET_LOG_BASE, u64Payload(0n))).toBe(1n);
+      expect(logs.filter((l) => l.startsWith('refused')).length).toBe(5);
+      expect(logs.some((l) => l.includes('ring 99 out of range'))).toBe(true);
+      // The connection still answers.
+      const r = await fe.request(Req.GET_QUEUE_NUM);
+      expect(new DataView(r.payload.buffer, r.payload.byteOffset, 8).getBigUint64(0, true)).toBe(2n);
+    } finally {
+      fe.close();
+    }
+  });
+
+  it('a malformed header closes the connection; a new front-end connects; nothing leaks', async () => {
+    const before = openFds();
+    const { fe } = await guest();
+    await fe.request(Req.GET_QUEUE_NUM);
+    fe.sendRaw(encode(Req.GET_FEATURES, 0x2)); // protocol version 2: not ours
+    await until(() => logs.some((l) => l.includes('front-end gone') && l.includes('version 2')));
+    fe.close();
+    await sleep(20);
+    expect(openFds()).toBe(before);
+    // A second front-end works.
+    const again = await guest();
+    try {
+      expect(again.driver.send(new Uint8Array(60))).toBe(true);
+      await until(() => backend.device.metrics.txPackets >= 1);
+    } finally {
+      again.fe.close();
+    }
+  });
+
+  it('close removes the socket file', () => {
+    expect(existsSync(socket)).toBe(true);
+    backend.close();
+    expect(existsSync(socket)).toBe(false);
+  });
+});
+
+describePrivileged('virtio-tap vhost-user (the command)', () => {
+  it('serves a front-end on a real TAP until SIGTERM, then exits 0 and removes its socket', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vt-vucli-'));
+    const socket = join(dir, 'vu.sock');
+    const root = resolve(import.meta.dirname, '..');
+    const child = spawn(process.execPath, [join(root, 'node_modules', 'tsx', 'dist', 'cli.mjs'), 'src/cli/main.ts', 'vhost-user', '--socket', socket, '--tap', 'vtvu0'], {
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    try {
+      await until(() => out.includes('vhost-user back-end for vtvu0'), 20_000);
+      // The back-end created the TAP; the host side gets an address on it.
+      sh('ip', 'addr', 'add', '198.18.116.1/24', 'dev', 'vtvu0');
+      const fe = await TestFrontend.connect(socket, 32 << 20, true);
+      const driver = new NetDriver(fe, { memory: fe.mem, queueSize: 128 });
+      fe.onInterrupt = () => driver.interrupt('vring', 0);
+      driver.start();
+      const mac = driver.mac;
+      // ARP for the host through the back-end in the other process.
+      driver.send(buildArp({ op: 1, senderMac: mac, senderIp: ip('198.18.116.2'), targetMac: new Uint8Array(6), targetIp: ip('198.18.116.1') }));
+      let reply: ReturnType<typeof parseArp> = null;
+      driver.onFrame = (f) => {
+        const a = parseArp(f.frame);
+        if (a !== null && a.op === 2) reply = a;
+      };
+      await until(() => reply !== null, 3000);
+      fe.close();
+      child.kill('SIGTERM');
+      const code = await new Promise<number | null>((r) => child.once('exit', r));
+      expect(code).toBe(0);
+      expect(existsSync(socket)).toBe(false);
+      expect(out).toContain('SIGTERM: stopping');
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 40_000);
+});
