@@ -1,0 +1,76 @@
+// Boots the test guest (test/guest/) under QEMU's software emulation with
+// its network device on a vhost-user socket, and collects its serial output.
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { resolve } from 'node:path';
+
+import { describe, it } from 'vitest';
+
+import { privilegedReason, requirePrivileged } from './privileged.js';
+
+const root = resolve(import.meta.dirname, '..', '..');
+
+function qemuMissing(): string | null {
+  const r = spawnSync('qemu-system-x86_64', ['--version'], { encoding: 'utf8' });
+  return r.status === 0 ? null : 'needs qemu-system-x86_64 (apt-get install qemu-system-x86 busybox-static cpio kmod)';
+}
+
+export const guestReason = privilegedReason ?? qemuMissing();
+
+/** describe() for real-guest tests: skipped with the reason, or failing under VIRTIO_TAP_REQUIRE_PRIVILEGED=1. */
+export function describeGuest(name: string, body: () => void): void {
+  if (guestReason === null) describe(name, body);
+  else if (requirePrivileged) {
+    describe(name, () => {
+      it('has what it needs (VIRTIO_TAP_REQUIRE_PRIVILEGED=1)', () => {
+        throw new Error(`skipped would hide this suite: ${guestReason}`);
+      });
+    });
+  } else describe.skip(`${name} (skipped: ${guestReason})`, body);
+}
+
+/** Builds (or finds cached) the guest kernel and initramfs; returns their directory. */
+export function buildGuest(): string {
+  return execFileSync('bash', [resolve(root, 'test', 'guest', 'build-guest.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+}
+
+export interface GuestRun {
+  output: string;
+  code: number | null;
+}
+
+/** Boots the guest against `socket` with `deviceOptions` on -device virtio-net-pci; resolves when it powers off. */
+export function bootGuest(
+  dir: string,
+  socket: string,
+  ip: string,
+  host: string,
+  deviceOptions = '',
+  o: { timeoutMs?: number; killOn?: string } = {},
+): Promise<GuestRun> {
+  const timeoutMs = o.timeoutMs ?? 90_000;
+  const args = [
+    '-accel', 'tcg,thread=multi', '-cpu', 'max', '-m', '256',
+    '-display', 'none', '-serial', 'stdio', '-monitor', 'none', '-nodefaults', '-no-reboot',
+    '-kernel', `${dir}/vmlinuz`, '-initrd', `${dir}/initramfs.gz`,
+    '-append', `console=ttyS0 quiet panic=-1 vt.ip=${ip} vt.host=${host}`,
+    '-object', 'memory-backend-memfd,id=mem,size=256M,share=on', '-numa', 'node,memdev=mem',
+    '-chardev', `socket,id=c0,path=${socket}`, '-netdev', 'vhost-user,id=n0,chardev=c0',
+    // MACHINE-NOTES: under software emulation QEMU 7.2 needs vectors=0 (INTx).
+    '-device', `virtio-net-pci,netdev=n0,vectors=0${deviceOptions === '' ? '' : `,${deviceOptions}`}`,
+  ];
+  return new Promise((res) => {
+    const q = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    q.stdout.on('data', (d: Buffer) => {
+      output += d.toString();
+      // Kill QEMU outright once the guest says `killOn`, as a crash would.
+      if (o.killOn !== undefined && output.includes(o.killOn)) q.kill('SIGKILL');
+    });
+    q.stderr.on('data', (d: Buffer) => (output += d.toString()));
+    const t = setTimeout(() => q.kill('SIGKILL'), timeoutMs);
+    q.on('exit', (code) => {
+      clearTimeout(t);
+      res({ output, code });
+    });
+  });
+}
