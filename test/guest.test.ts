@@ -9,7 +9,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 
 import { Tap } from '../src/tap/tap.js';
 import { VhostUserBackend } from '../src/transport/vhost-user/backend.js';
-import { bootGuest, buildGuest, describeGuest } from './helpers/guest.js';
+import { bootGuest, buildGuest, describeGuest, iperfMbits, iperfServer } from './helpers/guest.js';
 
 describeGuest('a Linux guest through the vhost-user back-end', () => {
   let guestDir: string;
@@ -35,8 +35,8 @@ describeGuest('a Linux guest through the vhost-user back-end', () => {
       logs,
       errors,
       backend,
-      boot: (opts = '', killOn?: string) =>
-        bootGuest(guestDir, socket, `198.18.${subnet}.2`, `198.18.${subnet}.1`, opts, killOn === undefined ? {} : { killOn }),
+      boot: (opts = '', extra: { killOn?: string; iperfPort?: number } = {}) =>
+        bootGuest(guestDir, socket, `198.18.${subnet}.2`, `198.18.${subnet}.1`, opts, extra),
       close() {
         backend.close();
         tap.close();
@@ -57,25 +57,33 @@ describeGuest('a Linux guest through the vhost-user back-end', () => {
   let subnet = 140;
   for (const [name, opts, layout] of VARIANTS) {
     const net = subnet++;
-    it(`the guest's virtio_net comes up and pings the host (${name})`, async () => {
+    it(`the guest's virtio_net comes up, pings the host, and runs iperf3 TCP both ways and UDP (${name})`, async () => {
       const s = start(net);
+      const server = iperfServer(`198.18.${net}.1`, 5201);
       try {
-        const run = await s.boot(opts);
+        const run = await s.boot(opts, { iperfPort: 5201 });
         expect(run.output).toContain('VT-ETH0');
         expect(run.output).toContain('VT-PING-OK');
+        expect(run.output).not.toContain('VT-IPERF-ERROR');
+        for (const marker of ['VT-TCP-TX', 'VT-TCP-RX', 'VT-UDP-TX']) {
+          const mbits = iperfMbits(run.output, marker);
+          expect(mbits, `${marker} in:\n${run.output}`).not.toBeNull();
+          expect(mbits!).toBeGreaterThan(1);
+        }
         expect(s.logs).toContain(`device started: 2 rings, ${layout}`);
         expect(s.errors).toEqual([]);
         expect(s.backend.device.metrics.dropped).toBe(0);
       } finally {
+        server.stop();
         s.close();
       }
-    }, 120_000);
+    }, 150_000);
   }
 
   it('QEMU is killed and started again while the back-end keeps running: the second guest works too', async () => {
     const s = start(150);
     try {
-      const first = await s.boot('', 'VT-PING-OK'); // SIGKILL as soon as it has pinged
+      const first = await s.boot('', { killOn: 'VT-PING-OK' }); // SIGKILL as soon as it has pinged
       expect(first.output).toContain('VT-PING-OK');
       expect(first.code).toBeNull(); // killed, not exited
       const second = await s.boot();

@@ -45,14 +45,15 @@ export function bootGuest(
   ip: string,
   host: string,
   deviceOptions = '',
-  o: { timeoutMs?: number; killOn?: string } = {},
+  o: { timeoutMs?: number; killOn?: string; iperfPort?: number } = {},
 ): Promise<GuestRun> {
   const timeoutMs = o.timeoutMs ?? 90_000;
+  const iperf = o.iperfPort === undefined ? '' : ` vt.iperf=${o.iperfPort}`;
   const args = [
     '-accel', 'tcg,thread=multi', '-cpu', 'max', '-m', '256',
     '-display', 'none', '-serial', 'stdio', '-monitor', 'none', '-nodefaults', '-no-reboot',
     '-kernel', `${dir}/vmlinuz`, '-initrd', `${dir}/initramfs.gz`,
-    '-append', `console=ttyS0 quiet panic=-1 vt.ip=${ip} vt.host=${host}`,
+    '-append', `console=ttyS0 quiet panic=-1 vt.ip=${ip} vt.host=${host}${iperf}`,
     '-object', 'memory-backend-memfd,id=mem,size=256M,share=on', '-numa', 'node,memdev=mem',
     '-chardev', `socket,id=c0,path=${socket}`, '-netdev', 'vhost-user,id=n0,chardev=c0',
     // MACHINE-NOTES: under software emulation QEMU 7.2 needs vectors=0 (INTx).
@@ -73,4 +74,17 @@ export function bootGuest(
       res({ output, code });
     });
   });
+}
+
+/** Mbit/s of an iperf3 receiver line the guest printed after `marker`, or null. */
+export function iperfMbits(output: string, marker: string): number | null {
+  const line = output.split('\n').find((l) => l.startsWith(marker));
+  const m = line === undefined ? null : /([\d.]+) Mbits\/sec/.exec(line);
+  return m === null ? null : Number(m[1]);
+}
+
+/** An iperf3 server on the host side, bound to `address`; stop() ends it. */
+export function iperfServer(address: string, port: number): { stop: () => void } {
+  const p = spawn('iperf3', ['-s', '-B', address, '-p', String(port)], { stdio: 'ignore' });
+  return { stop: () => p.kill('SIGKILL') };
 }
