@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util';
 
 import { canMakeNetns, insideNetns, runInNetns } from '../scripts/netns.mjs';
 import { printTable, type Row, writeSuite } from './lib/report.js';
+import { runGuestBench } from './guest.js';
 import { runNetBench } from './net.js';
 import { runRingBench } from './ring.js';
 import { runTapBench } from './tap.js';
@@ -19,6 +20,10 @@ const SUITES: Record<string, { needsTap: boolean; run: (o: { seconds: number; re
   net: {
     needsTap: true,
     run: (o) => runNetBench({ ...o, progress }),
+  },
+  guest: {
+    needsTap: true,
+    run: (o) => runGuestBench({ seconds: o.seconds, reps: Math.min(o.reps, 2), progress }),
   },
   tap: {
     needsTap: true,
