@@ -25,7 +25,7 @@ commands:
                              privileges), created otherwise
            --mac MAC         the device's MAC (QEMU's own config space governs the guest)
            --client          connect to a QEMU that listens (reconnecting when it goes)
-           --queues N        queue pairs (only 1 is served over vhost-user so far)
+           --queues N        queue pairs (a multi-queue TAP, one fd per pair)
   help     this text
 
 Needs CAP_NET_ADMIN (for example root) to create a TAP, or a TAP you own:
@@ -95,8 +95,10 @@ async function vhostUser(args: string[]): Promise<number> {
     },
   });
   if (values.socket === undefined || values.tap === undefined) throw new TypeError('vhost-user needs --socket PATH and --tap NAME');
-  if (values.queues !== '1') throw new TypeError(`--queues ${values.queues}: only 1 queue pair is served over vhost-user so far`);
-  const tap = Link.exists(values.tap) ? Tap.attach(values.tap, { vnetHdr: true }) : Tap.open({ name: values.tap, vnetHdr: true });
+  const queues = Number(values.queues);
+  if (!Number.isInteger(queues) || queues < 1 || queues > 64) throw new TypeError(`--queues must be an integer from 1 to 64, got "${values.queues}"`);
+  const tapOptions = { vnetHdr: true, queues, multiQueue: queues > 1 };
+  const tap = Link.exists(values.tap) ? Tap.attach(values.tap, tapOptions) : Tap.open({ name: values.tap, ...tapOptions });
   if (!tap.isUp) {
     try {
       tap.setUp();

@@ -48,6 +48,12 @@ export interface NetDeviceOptions {
   /** Frames per native call. */
   batch?: number;
   /**
+   * The control queue is served elsewhere (a vhost-user front-end such as
+   * QEMU runs it and tells the device what follows, e.g. which pairs are in
+   * use): no control queue here, and MQ offered without CTRL_VQ.
+   */
+  controlElsewhere?: boolean;
+  /**
    * Queue pairs to serve in worker threads of their own (indices from 0).
    * The driver's guest memory must be SharedArrayBuffer-backed.
    */
@@ -84,6 +90,7 @@ export class NetDevice extends VirtioDeviceCore {
   private readonly defaultMac: Uint8Array;
   private control: ControlQueue | null = null;
   private readonly workerPairs: Set<number>;
+  private readonly controlElsewhere: boolean;
   private readonly workers = new Map<number, PairWorker>();
   private readonly layoutPacked: () => boolean;
   private guestOffloads = 0n;
@@ -93,6 +100,9 @@ export class NetDevice extends VirtioDeviceCore {
     const pairs = o.tap.queues.length;
     const switches: NetFeatureSwitches = { ...o.features };
     if (pairs < 2) switches.MQ = false;
+    if (o.controlElsewhere === true) {
+      for (const k of ['CTRL_VQ', 'CTRL_RX', 'CTRL_VLAN', 'CTRL_RX_EXTRA', 'CTRL_MAC_ADDR', 'CTRL_GUEST_OFFLOADS'] as const) switches[k] = false;
+    }
     const features = featureMask(switches);
     const ctrl = hasFeature(features, NET_FEATURES.CTRL_VQ);
     super({ features, numQueues: 2 * pairs + (ctrl ? 1 : 0), interrupt: (k, q) => this.raiseInterrupt(k, q) });
@@ -105,6 +115,7 @@ export class NetDevice extends VirtioDeviceCore {
     this.limits = o.rateLimit ?? {};
     this.batch = o.batch ?? 64;
     this.workerPairs = new Set(o.workers ?? []);
+    this.controlElsewhere = o.controlElsewhere === true;
     this.layoutPacked = () => hasFeature(this.features, NET_FEATURES.RING_PACKED);
     this.defaultMac = o.mac === undefined ? randomMac() : typeof o.mac === 'string' ? parseMac(o.mac) : o.mac.slice(0, 6);
     this.config = new NetConfig(this.defaultMac, pairs, o.mtu ?? o.tap.mtu);
@@ -167,7 +178,7 @@ export class NetDevice extends VirtioDeviceCore {
   }
 
   protected override acceptFeatures(f: bigint): boolean {
-    return featureDependencyError(f) === null;
+    return featureDependencyError(f, this.controlElsewhere) === null;
   }
 
   protected override onDriverOk(): void {
@@ -176,24 +187,7 @@ export class NetDevice extends VirtioDeviceCore {
     this.guestOffloads = f & this.guestOffloadMask();
     this.programOffloads();
     if (hasFeature(f, VIRTIO_NET_F_CTRL_VLAN)) this.filter.vlanFiltering = true;
-    const ctx = this.context();
-    const mtu = this.config.mtu;
-    for (let i = 0; i < this.pairs; i++) {
-      const p = this.pairState[i]!;
-      const rxq = this.queues[2 * i];
-      const txq = this.queues[2 * i + 1];
-      if (rxq && txq && this.workerPairs.has(i) && this.startWorker(i, rxq, txq)) continue;
-      if (rxq) {
-        rxq.mem.registerIo();
-        p.rx = new RxQueue(2 * i, rxq, p.tap, ctx(i), new RateLimiter(this.limits.rx), mtu, this.batch);
-        rxq.disableNotifications();
-      }
-      if (txq) {
-        txq.mem.registerIo();
-        p.tx = new TxQueue(2 * i + 1, txq, p.tap, ctx(i), new RateLimiter(this.limits.tx), this.batch);
-        txq.enableNotifications();
-      }
-    }
+    for (let i = 0; i < this.pairs; i++) this.servePair(i);
     const ci = this.controlQueueIndex;
     const cq = ci >= 0 ? this.queues[ci] : null;
     if (cq) {
@@ -211,6 +205,38 @@ export class NetDevice extends VirtioDeviceCore {
     }
     this.setQueuePairs(1);
     for (let i = 0; i < this.pairs; i++) this.pairState[i]!.tx?.process();
+  }
+
+  /**
+   * Serves pair i's activated queues. Called for every pair at DRIVER_OK, and
+   * by a transport whose front-end starts a pair later (vhost-user enables a
+   * pair's rings when the guest asks for more pairs). Does nothing for a pair
+   * already served or whose queues are not activated.
+   */
+  servePair(i: number): void {
+    const p = this.pairState[i];
+    if (p === undefined || !this.running || p.rx !== null || p.tx !== null || this.workers.has(i)) return;
+    const rxq = this.queues[2 * i];
+    const txq = this.queues[2 * i + 1];
+    if (rxq && txq && this.workerPairs.has(i) && this.startWorker(i, rxq, txq)) return;
+    const ctx = this.context()(i);
+    if (rxq) {
+      rxq.mem.registerIo();
+      p.rx = new RxQueue(2 * i, rxq, p.tap, ctx, new RateLimiter(this.limits.rx), this.config.mtu, this.batch);
+      rxq.disableNotifications();
+    }
+    if (txq) {
+      txq.mem.registerIo();
+      p.tx = new TxQueue(2 * i + 1, txq, p.tap, ctx, new RateLimiter(this.limits.tx), this.batch);
+      txq.enableNotifications();
+      if (this.activePairs > i) p.tx.process();
+    }
+    this.updateWatch(i);
+  }
+
+  /** Pairs in use (VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, or a vhost-user front-end's enabled rings). */
+  useQueuePairs(n: number): boolean {
+    return this.setQueuePairs(n);
   }
 
   protected processQueue(index: number, q: DeviceQueue): void {
@@ -357,7 +383,7 @@ export class NetDevice extends VirtioDeviceCore {
   // VIRTIO_NET_CTRL_GUEST_OFFLOADS_SET (§5.1.6.5.6.1): only offloads that were negotiated.
   private setGuestOffloads(offloads: bigint): boolean {
     if ((offloads & ~(this.features & this.guestOffloadMask())) !== 0n) return false;
-    if (featureDependencyError(offloads | (this.features & ~this.guestOffloadMask())) !== null) return false;
+    if (featureDependencyError(offloads | (this.features & ~this.guestOffloadMask()), this.controlElsewhere) !== null) return false;
     this.guestOffloads = offloads;
     this.programOffloads();
     return true;

@@ -60,8 +60,12 @@ export function featureNames(mask: bigint): NetFeatureName[] {
   return (Object.entries(NET_FEATURES) as [NetFeatureName, number][]).filter(([, b]) => hasFeature(mask, b)).map(([n]) => n);
 }
 
-/** §5.1.3.1: feature dependencies. Returns the first violated one, or null. */
-export function featureDependencyError(f: bigint): string | null {
+/**
+ * §5.1.3.1: feature dependencies. Returns the first violated one, or null.
+ * With controlElsewhere (a vhost-user front-end runs the control queue), the
+ * dependencies on CTRL_VQ are met there.
+ */
+export function featureDependencyError(f: bigint, controlElsewhere = false): string | null {
   const need: [NetFeatureName, NetFeatureName[]][] = [
     ['GUEST_TSO4', ['GUEST_CSUM']],
     ['GUEST_TSO6', ['GUEST_CSUM']],
@@ -83,6 +87,7 @@ export function featureDependencyError(f: bigint): string | null {
     ['CTRL_RX_EXTRA', ['CTRL_RX']],
   ];
   for (const [feature, anyOf] of need) {
+    if (controlElsewhere && anyOf.includes('CTRL_VQ')) continue;
     if (hasFeature(f, NET_FEATURES[feature]) && !anyOf.some((d) => hasFeature(f, NET_FEATURES[d]))) {
       return `${feature} needs ${anyOf.join(' or ')}`;
     }

@@ -8,8 +8,8 @@ CACHE="${VIRTIO_TAP_GUEST_CACHE:-$HOME/.cache/virtio-tap-guest}"
 HERE="$(cd "$(dirname "$0")" && pwd)"
 STAMP="$(sha256sum "$HERE/build-guest.sh" "$HERE/init" | sha256sum | cut -c1-16)"
 if [ -f "$CACHE/ready-$STAMP" ]; then echo "$CACHE"; exit 0; fi
-for tool in apt-get dpkg-deb depmod cpio busybox iperf3 ldd; do
-  command -v "$tool" >/dev/null || { echo "build-guest: $tool is missing (install kmod, cpio, busybox-static, iperf3)" >&2; exit 1; }
+for tool in apt-get dpkg-deb depmod cpio busybox iperf3 ethtool ldd; do
+  command -v "$tool" >/dev/null || { echo "build-guest: $tool is missing (install kmod, cpio, busybox-static, iperf3, ethtool)" >&2; exit 1; }
 done
 mkdir -p "$CACHE/dl"
 cd "$CACHE/dl"
@@ -37,13 +37,15 @@ for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_p
     *) cp "$f" "$ROOT/modules/$m.ko" ;;
   esac
 done
-# iperf3 and the shared libraries it loads, at the same paths.
-IPERF="$(command -v iperf3)"
+# iperf3 and ethtool with the shared libraries they load, at the same paths.
 mkdir -p "$ROOT/usr/bin"
-cp "$IPERF" "$ROOT/usr/bin/iperf3"
-for lib in $(ldd "$IPERF" | grep -o '/[^ ]*'); do
-  mkdir -p "$ROOT$(dirname "$lib")"
-  cp -L "$lib" "$ROOT$lib"
+for tool in iperf3 ethtool; do
+  bin="$(command -v "$tool")"
+  cp "$bin" "$ROOT/usr/bin/$tool"
+  for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do
+    mkdir -p "$ROOT$(dirname "$lib")"
+    cp -L "$lib" "$ROOT$lib"
+  done
 done
 cp "$HERE/init" "$ROOT/init"
 chmod 755 "$ROOT/init"

@@ -45,19 +45,20 @@ export function bootGuest(
   ip: string,
   host: string,
   deviceOptions = '',
-  o: { timeoutMs?: number; killOn?: string; iperfPort?: number } = {},
+  o: { timeoutMs?: number; killOn?: string; iperfPort?: number; queuePairs?: number } = {},
 ): Promise<GuestRun> {
   const timeoutMs = o.timeoutMs ?? 90_000;
-  const iperf = o.iperfPort === undefined ? '' : ` vt.iperf=${o.iperfPort}`;
+  const iperf = (o.iperfPort === undefined ? '' : ` vt.iperf=${o.iperfPort}`) + (o.queuePairs === undefined ? '' : ` vt.mq=${o.queuePairs}`);
+  const mq = o.queuePairs ?? 1;
   const args = [
-    '-accel', 'tcg,thread=multi', '-cpu', 'max', '-m', '256',
+    '-accel', 'tcg,thread=multi', '-cpu', 'max', '-m', '256', '-smp', String(mq),
     '-display', 'none', '-serial', 'stdio', '-monitor', 'none', '-nodefaults', '-no-reboot',
     '-kernel', `${dir}/vmlinuz`, '-initrd', `${dir}/initramfs.gz`,
     '-append', `console=ttyS0 quiet panic=-1 vt.ip=${ip} vt.host=${host}${iperf}`,
     '-object', 'memory-backend-memfd,id=mem,size=256M,share=on', '-numa', 'node,memdev=mem',
-    '-chardev', `socket,id=c0,path=${socket}`, '-netdev', 'vhost-user,id=n0,chardev=c0',
+    '-chardev', `socket,id=c0,path=${socket}`, '-netdev', `vhost-user,id=n0,chardev=c0${mq > 1 ? `,queues=${mq}` : ''}`,
     // MACHINE-NOTES: under software emulation QEMU 7.2 needs vectors=0 (INTx).
-    '-device', `virtio-net-pci,netdev=n0,vectors=0${deviceOptions === '' ? '' : `,${deviceOptions}`}`,
+    '-device', `virtio-net-pci,netdev=n0,vectors=0${mq > 1 ? ',mq=on' : ''}${deviceOptions === '' ? '' : `,${deviceOptions}`}`,
   ];
   return new Promise((res) => {
     const q = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -77,8 +77,6 @@ interface Mapped {
 }
 
 const PROTOCOL_FEATURES = bit(ProtocolFeature.MQ) | bit(ProtocolFeature.REPLY_ACK);
-// The front-end (QEMU) owns the control queue and the config space; the backend serves data queues.
-const FRONTEND_OWNS: NetFeatureSwitches = { CTRL_VQ: false, CTRL_RX: false, CTRL_VLAN: false, CTRL_RX_EXTRA: false, CTRL_MAC_ADDR: false, CTRL_GUEST_OFFLOADS: false, GUEST_ANNOUNCE: false, MQ: false };
 
 /** Emits 'connect', 'disconnect', 'error' (tier 3). */
 export class VhostUserBackend extends EventEmitter {
@@ -107,7 +105,9 @@ export class VhostUserBackend extends EventEmitter {
     this.device = new NetDevice({
       tap: o.tap,
       ...(o.mac !== undefined ? { mac: o.mac } : {}),
-      features: { ...o.features, ...FRONTEND_OWNS },
+      features: { ...o.features, GUEST_ANNOUNCE: false },
+      // The front-end (QEMU) runs the control queue and the config space; the back-end serves the data queues.
+      controlElsewhere: true,
       interrupt: (kind, q) => {
         const fd = this.rings[q]?.callFd ?? -1;
         if (kind === 'vring' && fd >= 0) this.n.eventfdWrite(fd);
@@ -406,10 +406,15 @@ export class VhostUserBackend extends EventEmitter {
     throw new VhostUserError(`ring address 0x${va.toString(16)} (${len} bytes) is in no memory region`);
   }
 
-  // Starts the device once the first pair's rings are all set and enabled.
+  // Starts the device once the first pair's rings are all set and enabled,
+  // and each further pair when its rings are (the guest asked for more pairs).
   private maybeStart(): void {
-    if (this.device.running || this.guest === null) return;
+    if (this.guest === null) return;
     const ready = (r: Ring | undefined) => r !== undefined && r.num > 0 && r.hasAddr && r.kickFd >= 0 && r.enabled;
+    if (this.device.running) {
+      this.startLatePairs(ready);
+      return;
+    }
     if (!ready(this.rings[0]) || !ready(this.rings[1])) return;
     const dev = this.device;
     dev.setStatus(0);
@@ -418,25 +423,50 @@ export class VhostUserBackend extends EventEmitter {
     dev.setStatus(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
     if ((dev.status & VIRTIO_CONFIG_S_FEATURES_OK) === 0) throw new VhostUserError(`the device refused features 0x${this.acked.toString(16)}`);
     const packed = hasFeature(this.acked, VIRTIO_F_RING_PACKED);
-    this.rings.forEach((r, i) => {
-      if (!ready(r)) return;
-      const descLen = 16 * r.num;
-      const addresses = {
-        size: r.num,
-        desc: this.translate(r.desc, descLen),
-        driver: this.translate(r.avail, packed ? 4 : 6 + 2 * r.num),
-        device: this.translate(r.used, packed ? 4 : 6 + 8 * r.num),
-      };
-      const q = dev.activateQueue(i, this.guest!, addresses);
-      q.setBase(r.base);
-      r.started = true;
-      r.kickPoller = new this.n.Poller(r.kickFd, () => {
-        if (this.n.eventfdRead(r.kickFd) > 0 && dev.running) dev.kick(i);
-      });
-      r.kickPoller.start(1);
-    });
+    // Pair 0 now; pairs whose rings are enabled already follow once the device runs.
+    this.startRing(0, packed);
+    this.startRing(1, packed);
     dev.setStatus(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK);
     this.log(`device started: ${this.rings.filter((r) => r.started).length} rings, ${packed ? 'packed' : 'split'}`);
+    this.startLatePairs(ready);
+  }
+
+  private startRing(i: number, packed: boolean): void {
+    const r = this.rings[i]!;
+    const dev = this.device;
+    const addresses = {
+      size: r.num,
+      desc: this.translate(r.desc, 16 * r.num),
+      driver: this.translate(r.avail, packed ? 4 : 6 + 2 * r.num),
+      device: this.translate(r.used, packed ? 4 : 6 + 8 * r.num),
+    };
+    const q = dev.activateQueue(i, this.guest!, addresses);
+    q.setBase(r.base);
+    r.started = true;
+    r.kickPoller = new this.n.Poller(r.kickFd, () => {
+      if (this.n.eventfdRead(r.kickFd) > 0 && dev.running) dev.kick(i);
+    });
+    r.kickPoller.start(1);
+  }
+
+  // Pairs beyond the first start when both their rings are ready; the pairs in
+  // use are those up to the last one whose rings are enabled.
+  private startLatePairs(ready: (r: Ring | undefined) => boolean): void {
+    const packed = hasFeature(this.acked, VIRTIO_F_RING_PACKED);
+    let inUse = 1;
+    for (let p = 1; p < this.device.pairs; p++) {
+      const rx = this.rings[2 * p];
+      const tx = this.rings[2 * p + 1];
+      if (rx === undefined || tx === undefined) break;
+      if (!rx.started && !tx.started && ready(rx) && ready(tx)) {
+        this.startRing(2 * p, packed);
+        this.startRing(2 * p + 1, packed);
+        this.device.servePair(p);
+        this.log(`queue pair ${p} started`);
+      }
+      if (rx.started && tx.started && rx.enabled && tx.enabled) inUse = p + 1;
+    }
+    if (this.device.activePairs !== inUse) this.device.useQueuePairs(inUse);
   }
 
   // Stops serving, keeping each ring's position for GET_VRING_BASE.
@@ -444,7 +474,10 @@ export class VhostUserBackend extends EventEmitter {
     const dev = this.device;
     this.rings.forEach((r, i) => {
       const q = dev.queues[i];
-      if (r.started && q) r.base = q.getBase();
+      if (r.started && q) {
+        r.base = q.getBase();
+        this.log(`ring ${i} stopped: ${q.stats.chains} chains`);
+      }
       r.kickPoller?.close();
       r.kickPoller = null;
       r.started = false;
