@@ -156,6 +156,39 @@ describe('vhost-user backend', () => {
   });
 });
 
+describe('vhost-user back-end as a client', () => {
+  it('connects to a front-end that listens, and reconnects when it goes', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vt-vuc-'));
+    const socket = join(dir, 'qemu.sock');
+    const { tap, peers } = Tap.socketPair({ name: 'vuc0' });
+    const logs: string[] = [];
+    const backend = new VhostUserBackend({ socketPath: socket, tap, client: true, log: (l) => logs.push(l) });
+    try {
+      backend.start(); // nothing listens yet: it keeps trying
+      for (const round of [1, 2]) {
+        const fe = await TestFrontend.listen(socket, 32 << 20);
+        const driver = new NetDriver(fe, { memory: fe.mem, queueSize: 64 });
+        driver.start();
+        await until(() => backend.device.running);
+        expect(driver.send(new Uint8Array(60).fill(round))).toBe(true);
+        const buf = new Uint8Array(128);
+        let got = -11;
+        await until(() => (got = peers[0]!.read(buf)) > 0);
+        expect(buf[12]).toBe(round);
+        fe.close(); // the front-end goes away; the back-end reconnects to the next one
+        rmSync(socket, { force: true });
+        await until(() => logs.filter((l) => l.startsWith('front-end gone')).length === round);
+      }
+      expect(logs.filter((l) => l === 'front-end connected').length).toBe(2);
+    } finally {
+      backend.close();
+      tap.close();
+      for (const p of peers) p.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describePrivileged('virtio-tap vhost-user (the command)', () => {
   it('serves a front-end on a real TAP until SIGTERM, then exits 0 and removes its socket', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'vt-vucli-'));

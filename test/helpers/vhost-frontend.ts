@@ -72,6 +72,31 @@ export class TestFrontend implements VirtioDeviceHandle {
   static async connect(path: string, memSize = 64 << 20, protocol = true): Promise<TestFrontend> {
     const fd = n.unixConnect(path);
     if (fd < 0) throw new Error(`connect ${path}: errno ${-fd}`);
+    return TestFrontend.setUp(fd, memSize, protocol);
+  }
+
+  /**
+   * Listens on `path` (as QEMU does with server=on), waits for the back-end
+   * to connect, and sets up as connect() does.
+   */
+  static async listen(path: string, memSize = 64 << 20, ms = 5000): Promise<TestFrontend> {
+    const lfd = n.unixListen(path);
+    if (lfd < 0) throw new Error(`listen ${path}: errno ${-lfd}`);
+    try {
+      const deadline = Date.now() + ms;
+      let fd = n.unixAccept(lfd);
+      while (fd < 0 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 20));
+        fd = n.unixAccept(lfd);
+      }
+      if (fd < 0) throw new Error('no back-end connected');
+      return await TestFrontend.setUp(fd, memSize, true);
+    } finally {
+      n.close(lfd);
+    }
+  }
+
+  private static async setUp(fd: number, memSize: number, protocol: boolean): Promise<TestFrontend> {
     const f = new TestFrontend(fd, memSize);
     const features = (await f.request(Req.GET_FEATURES)).payload;
     f.deviceFeatures = new DataView(features.buffer, features.byteOffset, 8).getBigUint64(0, true) & ~(1n << BigInt(VHOST_USER_F_PROTOCOL_FEATURES));
