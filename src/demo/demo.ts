@@ -46,6 +46,10 @@ export async function runDemo(o: DemoOptions, log: DemoLog): Promise<number> {
   } catch (err) {
     if (err instanceof TapError) {
       log.fail(err.message);
+      if (o.tap === undefined && (err.code === 'EACCES' || err.code === 'EPERM')) {
+        log.info('then give it the host address once (`sudo ip addr add 198.18.0.1/24 dev vtdemo0 && sudo ip link set vtdemo0 up`)');
+        log.info('and run `npx virtio-tap demo --tap vtdemo0`');
+      }
       return 1;
     }
     throw err;

@@ -50,7 +50,8 @@ function currentUser(): string {
 
 /** The sentence that tells a person how to get past a permission error. */
 export function permissionHint(ifname: string): string {
-  const name = ifname === '' ? 'tap0' : ifname;
+  // A kernel-chosen name ("vtdemo%d") is not one a person can type: suggest its first instance.
+  const name = ifname === '' ? 'tap0' : ifname.replace(/%d/g, '0');
   return (
     `run with CAP_NET_ADMIN (for example as root), or create a TAP owned by your user once with ` +
     `\`sudo ip tuntap add dev ${name} mode tap user ${currentUser()}\` and attach to it by name ` +
