@@ -53,3 +53,9 @@ export type { MmioBus } from './driver/mmio-handle.js';
 export { VhostUserBackend } from './transport/vhost-user/backend.js';
 export type { VhostUserBackendOptions } from './transport/vhost-user/backend.js';
 export { VhostUserError } from './transport/vhost-user/protocol.js';
+
+// Seeing inside: trace events, pcapng capture.
+export { Tracer, traceToJson } from './trace/trace.js';
+export type { TraceEvent, TraceEventBody, TraceListener, TraceDescriptor } from './trace/trace.js';
+export { traceToText, traceSection, statusNames, descFlagNames } from './trace/format.js';
+export { PcapWriter, CaptureError, describeNetHeader } from './trace/pcap.js';

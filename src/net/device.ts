@@ -32,6 +32,9 @@ import type { NetQueueContext } from './queue-context.js';
 import { RateLimiter, type RateLimit } from './rate-limiter.js';
 import { RxQueue } from './rx.js';
 import { TxQueue } from './tx.js';
+import { FrameObserver } from '../trace/observer.js';
+import type { PcapWriter } from '../trace/pcap.js';
+import type { Tracer } from '../trace/trace.js';
 
 export interface NetDeviceOptions {
   /** Opened with vnetHdr (12-byte header) and one queue per pair. */
@@ -55,9 +58,14 @@ export interface NetDeviceOptions {
   controlElsewhere?: boolean;
   /**
    * Queue pairs to serve in worker threads of their own (indices from 0).
-   * The driver's guest memory must be SharedArrayBuffer-backed.
+   * The driver's guest memory must be SharedArrayBuffer-backed. While tracing
+   * or capturing, every pair is served on this thread, so every frame is seen.
    */
   workers?: number[];
+  /** Trace every step (see Tracer); off when absent. setTracer() changes it. */
+  trace?: Tracer;
+  /** Write every frame crossing the device to this capture; setCapture() changes it. */
+  capture?: PcapWriter;
 }
 
 interface PairWorker {
@@ -95,6 +103,7 @@ export class NetDevice extends VirtioDeviceCore {
   private readonly layoutPacked: () => boolean;
   private guestOffloads = 0n;
   private closed = false;
+  private capture: PcapWriter | null;
 
   constructor(o: NetDeviceOptions) {
     const pairs = o.tap.queues.length;
@@ -105,7 +114,8 @@ export class NetDevice extends VirtioDeviceCore {
     }
     const features = featureMask(switches);
     const ctrl = hasFeature(features, NET_FEATURES.CTRL_VQ);
-    super({ features, numQueues: 2 * pairs + (ctrl ? 1 : 0), interrupt: (k, q) => this.raiseInterrupt(k, q) });
+    super({ features, numQueues: 2 * pairs + (ctrl ? 1 : 0), interrupt: (k, q) => this.raiseInterrupt(k, q), ...(o.trace ? { trace: o.trace } : {}) });
+    this.capture = o.capture ?? null;
     if (o.tap.vnetHdrSize !== NET_HDR_SIZE) {
       throw new TypeError(`NetDevice needs a TAP opened with vnetHdr (a ${NET_HDR_SIZE}-byte header), not ${o.tap.vnetHdrSize}`);
     }
@@ -218,7 +228,8 @@ export class NetDevice extends VirtioDeviceCore {
     if (p === undefined || !this.running || p.rx !== null || p.tx !== null || this.workers.has(i)) return;
     const rxq = this.queues[2 * i];
     const txq = this.queues[2 * i + 1];
-    if (rxq && txq && this.workerPairs.has(i) && this.startWorker(i, rxq, txq)) return;
+    const observed = this.tracer !== null || this.capture !== null;
+    if (rxq && txq && this.workerPairs.has(i) && !observed && this.startWorker(i, rxq, txq)) return;
     const ctx = this.context()(i);
     if (rxq) {
       rxq.mem.registerIo();
@@ -229,9 +240,26 @@ export class NetDevice extends VirtioDeviceCore {
       txq.mem.registerIo();
       p.tx = new TxQueue(2 * i + 1, txq, p.tap, ctx, new RateLimiter(this.limits.tx), this.batch);
       txq.enableNotifications();
-      if (this.activePairs > i) p.tx.process();
     }
+    this.observePair(p);
+    if (p.tx !== null && this.activePairs > i) p.tx.process();
     this.updateWatch(i);
+  }
+
+  /** Starts (a PcapWriter) or stops (null) capturing frames. The writer stays the caller's to close. */
+  setCapture(capture: PcapWriter | null): void {
+    this.capture = capture;
+    for (const p of this.pairState) this.observePair(p);
+  }
+
+  protected override onTracer(): void {
+    for (const p of this.pairState) this.observePair(p);
+  }
+
+  private observePair(p: Pair): void {
+    const on = this.tracer !== null || this.capture !== null;
+    if (p.rx !== null) p.rx.observer = on ? new FrameObserver(p.rx.memory, this.tracer, this.capture) : null;
+    if (p.tx !== null) p.tx.observer = on ? new FrameObserver(p.tx.memory, this.tracer, this.capture) : null;
   }
 
   /** Pairs in use (VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, or a vhost-user front-end's enabled rings). */
@@ -244,7 +272,7 @@ export class NetDevice extends VirtioDeviceCore {
     if (index === this.controlQueueIndex) {
       const r = this.control?.process() ?? false;
       if (r === 'broken') this.markBroken(q.brokenReason);
-      else if (r) this.raiseInterrupt('vring', index);
+      else if (r) this.raise('vring', index);
       // Queue pairs in workers keep their own copy of the filter.
       if (this.workers.size > 0) {
         const state = this.filter.state();
@@ -311,7 +339,7 @@ export class NetDevice extends VirtioDeviceCore {
     };
     const worker = spawnPairWorker(data);
     worker.on('message', (m: FromWorker) => {
-      if ('interrupt' in m) this.raiseInterrupt('vring', m.interrupt);
+      if ('interrupt' in m) this.raise('vring', m.interrupt);
       else if ('broken' in m) this.markBroken(m.broken);
       else if ('error' in m) this.hostError(new Error(`queue pair ${i}: ${m.error}`));
     });
@@ -349,7 +377,7 @@ export class NetDevice extends VirtioDeviceCore {
       features: this.features,
       metrics: this.metrics,
       filter: this.filter,
-      interrupt: (i) => this.raiseInterrupt('vring', i),
+      interrupt: (i) => this.raise('vring', i),
       markBroken: (fault) => this.markBroken(fault),
       hostError: (e) => this.hostError(e),
       updateWatch: () => this.updateWatch(pair),

@@ -13,6 +13,7 @@ import type { TapQueue } from '../tap/tap.js';
 import { hasFeature, VIRTIO_F_IN_ORDER } from '../virtio/constants.js';
 import { DescriptorChain, Pop } from '../virtio/descriptor-chain.js';
 import type { DeviceQueue } from '../virtio/queue.js';
+import type { GuestMemory } from '../virtio/guest-memory.js';
 import {
   BIG_RX_BUFFER,
   NET_HDR_SIZE,
@@ -28,6 +29,7 @@ import type { DropReason } from './metrics.js';
 import { BatchEntries } from './batch-entries.js';
 import { regionViews, type NetQueueContext } from './queue-context.js';
 import type { RateLimiter } from './rate-limiter.js';
+import type { FrameObserver } from '../trace/observer.js';
 
 const EAGAIN = osConstants.errno.EAGAIN;
 const EFAULT = osConstants.errno.EFAULT;
@@ -38,6 +40,8 @@ export class RxQueue {
   readonly index: number;
   /** True while the TAP should be watched for readability. */
   wantsReadable = true;
+  /** Trace and capture of each frame; null when neither is on. */
+  observer: FrameObserver | null = null;
   private readonly q: DeviceQueue;
   private readonly ctx: NetQueueContext;
   private readonly tap: TapQueue;
@@ -90,6 +94,11 @@ export class RxQueue {
     this.e = new BatchEntries(cap);
     this.mergeResults = new Int32Array(2 * cap);
     this.keepFlags = new Uint8Array(cap);
+  }
+
+  /** The guest memory this queue's buffers are in. */
+  get memory(): GuestMemory {
+    return this.q.mem;
   }
 
   stop(): void {
@@ -196,7 +205,7 @@ export class RxQueue {
           this.q.restorePosition(e.pos[n]!);
           break;
         }
-        this.ctx.metrics.drops[e.reason[0]!]++;
+        this.drop(e.reason[0]!);
         this.q.addUsed(e.head[0]!, 0, e.slots[0]!);
         continue;
       }
@@ -243,11 +252,12 @@ export class RxQueue {
       handled++;
       const refused = filter ? this.filterFrame(at, r) : null;
       if (refused !== null) {
-        this.ctx.metrics.drops[refused]++; // its chain stays held for the next frame
+        this.drop(refused); // its chain stays held for the next frame
         continue;
       }
       keep[i] = 0;
       this.deliver(i, r, 1);
+      if (this.observer !== null) this.observer.frame(false, this.index, plan.plan, at, r, 1);
       this.q.addUsed(e.head[i]!, r, e.slots[i]!);
     }
     this.retain();
@@ -284,9 +294,10 @@ export class RxQueue {
       }
       const k = res[2 * f + 1]!;
       const refused = filter ? this.filterFrame(at, bytes) : null;
+      const frameAt = at;
       for (let j = 0; j < k; j++) at += 1 + 3 * p[at]!;
       if (refused !== null) {
-        this.ctx.metrics.drops[refused]++; // its chains stay held for the next frames
+        this.drop(refused); // its chains stay held for the next frames
         g += k;
         delivered++;
         continue;
@@ -299,6 +310,7 @@ export class RxQueue {
         left -= take;
       }
       this.deliver(g, bytes, k);
+      if (this.observer !== null) this.observer.frame(false, this.index, p, frameAt, bytes, k);
       this.limiter.charge(bytes);
       g += k;
       delivered++;
@@ -330,7 +342,7 @@ export class RxQueue {
       if (p === -1) break;
       if (p === 0) {
         // A bad chain: complete it now, it takes no part in the frame.
-        this.ctx.metrics.drops[e.reason[k]!]++;
+        this.drop(e.reason[k]!);
         this.q.addUsed(e.head[k]!, 0, e.slots[k]!);
         continue;
       }
@@ -351,7 +363,7 @@ export class RxQueue {
     if (r === -EFAULT && room < this.need) {
       // The frame was larger than every buffer offered for it: the TAP drops
       // it (EFAULT) and so is it counted.
-      this.ctx.metrics.drops.rx_frame_truncated++;
+      this.drop('rx_frame_truncated');
       this.q.restorePosition(e.pos[0]!);
       this.flush();
       return 1;
@@ -364,7 +376,7 @@ export class RxQueue {
     }
     const reason = this.filterFrame(0, r); // frame 0 starts the plan
     if (reason !== null) {
-      this.ctx.metrics.drops[reason]++;
+      this.drop(reason);
       this.q.restorePosition(e.pos[0]!); // the same buffers take the next frame
       this.flush();
       return 1;
@@ -380,6 +392,7 @@ export class RxQueue {
     }
     if (used < k) this.q.restorePosition(e.pos[used]!);
     this.deliver(0, r, used);
+    if (this.observer !== null) this.observer.frame(false, this.index, plan.plan, 0, r, used);
     this.limiter.charge(r);
     this.flush();
     return 1;
@@ -441,13 +454,18 @@ export class RxQueue {
 
   private readError(r: number): void {
     const e = osConstants.errno;
-    this.ctx.metrics.drops.rx_tap_error++;
+    this.drop('rx_tap_error');
     if (r === -e.EBADF || r === -e.ENODEV || r === -e.ENXIO || r === -e.EIO) {
       this.ctx.metrics.tapErrors++;
       this.stop();
       this.ctx.updateWatch();
       this.ctx.hostError(new Error(`receive on TAP queue failed: errno ${-r}`));
     }
+  }
+
+  private drop(reason: DropReason): void {
+    this.ctx.metrics.drops[reason]++;
+    if (this.observer !== null) this.observer.drop(this.index, reason);
   }
 
   private flush(): void {

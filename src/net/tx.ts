@@ -9,12 +9,14 @@ import { IoPlan } from '../tap/io-plan.js';
 import type { TapQueue } from '../tap/tap.js';
 import { DescriptorChain, Pop } from '../virtio/descriptor-chain.js';
 import type { DeviceQueue } from '../virtio/queue.js';
+import type { GuestMemory } from '../virtio/guest-memory.js';
 import { NET_HDR_SIZE } from './constants.js';
 import type { DropReason } from './metrics.js';
 import { checkTxHeader, TxHeaderFault } from './net-header.js';
 import { BatchEntries } from './batch-entries.js';
 import { regionViews, type NetQueueContext } from './queue-context.js';
 import type { RateLimiter } from './rate-limiter.js';
+import type { FrameObserver } from '../trace/observer.js';
 
 const EAGAIN = osConstants.errno.EAGAIN;
 /** Largest frame a TAP takes: a 64 KiB GSO frame plus headers. */
@@ -25,6 +27,8 @@ export class TxQueue {
   readonly index: number;
   /** True while waiting for the TAP to become writable. */
   waitingWritable = false;
+  /** Trace and capture of each frame; null when neither is on. */
+  observer: FrameObserver | null = null;
   private readonly q: DeviceQueue;
   private readonly ctx: NetQueueContext;
   private readonly tap: TapQueue;
@@ -50,6 +54,11 @@ export class TxQueue {
     this.plan = new IoPlan(batch, batch * 8);
     this.views = regionViews(q.mem);
     this.e = new BatchEntries(batch);
+  }
+
+  /** The guest memory this queue's buffers are in. */
+  get memory(): GuestMemory {
+    return this.q.mem;
   }
 
   stop(): void {
@@ -130,13 +139,17 @@ export class TxQueue {
     const m = this.ctx.metrics;
     const res = this.plan.results;
     const e = this.e;
+    const p = this.plan.plan;
+    let at = 0; // plan position of the next planned frame
     for (let i = 0; i < n; i++) {
       const f = e.frame[i]!;
       if (f < 0) {
-        m.drops[e.reason[i]!]++;
+        this.drop(e.reason[i]!);
         this.q.addUsed(e.head[i]!, 0, e.slots[i]!);
         continue;
       }
+      const start = at;
+      at += 1 + 3 * p[at]!;
       const r = f < done ? res[f]! : -EAGAIN;
       if (r === -EAGAIN) {
         // The TAP's queue is full: un-pop this chain and every one after it.
@@ -146,16 +159,22 @@ export class TxQueue {
         this.ctx.updateWatch();
         return i;
       }
+      if (this.observer !== null) this.observer.frame(true, this.index, p, start, r, 1);
       if (r >= 0) {
         m.txPackets++;
         m.txBytes += r;
       } else if (!this.hostFailure(r)) {
-        m.drops[r === -osConstants.errno.EIO ? 'tx_link_down' : 'tx_tap_rejected']++;
+        this.drop(r === -osConstants.errno.EIO ? 'tx_link_down' : 'tx_tap_rejected');
       }
       // §5.1.6.2: the device writes nothing into a transmit buffer: used length 0.
       this.q.addUsed(e.head[i]!, 0, e.slots[i]!);
     }
     return n;
+  }
+
+  private drop(reason: DropReason): void {
+    this.ctx.metrics.drops[reason]++;
+    if (this.observer !== null) this.observer.drop(this.index, reason);
   }
 
   private complete(count: number): void {

@@ -20,6 +20,7 @@ import type { GuestMemory } from './guest-memory.js';
 import { PackedQueue } from './packed-queue.js';
 import { QueueConfigError, type DeviceQueue, type QueueAddresses } from './queue.js';
 import { SplitQueue } from './split-queue.js';
+import type { Tracer } from '../trace/trace.js';
 
 export type InterruptKind = 'vring' | 'config';
 
@@ -37,6 +38,8 @@ export interface DeviceCoreOptions {
   numQueues: number;
   /** Raised for used buffers (vring, with the queue) and for config changes. */
   interrupt: (kind: InterruptKind, queue: number) => void;
+  /** Where trace events go (see Tracer); off when absent. */
+  trace?: Tracer;
 }
 
 /**
@@ -51,13 +54,36 @@ export abstract class VirtioDeviceCore extends EventEmitter {
   readonly coreStats: DeviceCoreStats = { kicksIgnored: 0, broken: 0, resets: 0 };
   /** Why the device last needed a reset (a ChainFault name), or ''. */
   brokenReason = '';
-  protected readonly raise: (kind: InterruptKind, queue: number) => void;
+  /** Where trace events go, or null. */
+  protected tracer: Tracer | null;
+  private readonly raiseFn: (kind: InterruptKind, queue: number) => void;
 
   constructor(o: DeviceCoreOptions) {
     super();
     this.deviceFeatures = o.features;
     this.queues = Array.from({ length: o.numQueues }, () => null);
-    this.raise = o.interrupt;
+    this.raiseFn = o.interrupt;
+    this.tracer = o.trace ?? null;
+  }
+
+  /** Raises an interrupt (traced). */
+  protected raise(kind: InterruptKind, queue: number): void {
+    if (this.tracer !== null) this.tracer.emit({ type: 'interrupt', kind, queue });
+    this.raiseFn(kind, queue);
+  }
+
+  /** Starts (a Tracer) or stops (null) tracing, active queues included. */
+  setTracer(tracer: Tracer | null): void {
+    this.tracer = tracer;
+    this.queues.forEach((q, i) => {
+      if (q !== null) q.trace = tracer === null ? null : { tracer, queue: i };
+    });
+    this.onTracer(tracer);
+  }
+
+  /** The tracer in use, or null. */
+  get trace(): Tracer | null {
+    return this.tracer;
   }
 
   /** The negotiated features (offered and accepted). */
@@ -87,12 +113,25 @@ export abstract class VirtioDeviceCore extends EventEmitter {
     }
     let v = value & 0xff;
     if ((v & VIRTIO_CONFIG_S_FEATURES_OK) !== 0 && (this.status & VIRTIO_CONFIG_S_FEATURES_OK) === 0) {
-      const ok = (this.driverFeatures & ~this.deviceFeatures) === 0n && hasFeature(this.driverFeatures, VIRTIO_F_VERSION_1) && this.acceptFeatures(this.driverFeatures);
-      if (!ok) v &= ~VIRTIO_CONFIG_S_FEATURES_OK;
+      const why = this.featuresRefusal(this.driverFeatures);
+      if (why !== null) v &= ~VIRTIO_CONFIG_S_FEATURES_OK;
+      if (this.tracer !== null) {
+        this.tracer.emit({ type: 'features', offered: this.deviceFeatures, driver: this.driverFeatures, accepted: why === null, ...(why === null ? {} : { reason: why }) });
+      }
     }
     const wasRunning = (this.status & VIRTIO_CONFIG_S_DRIVER_OK) !== 0;
+    const from = this.status;
     this.status = v | (this.status & VIRTIO_CONFIG_S_NEEDS_RESET);
+    if (this.tracer !== null) this.tracer.emit({ type: 'status', from, to: this.status });
     if (!wasRunning && (v & VIRTIO_CONFIG_S_DRIVER_OK) !== 0 && (v & VIRTIO_CONFIG_S_FAILED) === 0) this.onDriverOk();
+  }
+
+  // Why the driver's features cannot be accepted at FEATURES_OK, or null.
+  private featuresRefusal(f: bigint): string | null {
+    if ((f & ~this.deviceFeatures) !== 0n) return 'bits the device did not offer';
+    if (!hasFeature(f, VIRTIO_F_VERSION_1)) return 'VERSION_1 not accepted';
+    if (!this.acceptFeatures(f)) return 'a feature without the features it depends on';
+    return null;
   }
 
   /** A device may refuse a feature combination here (checked at FEATURES_OK). */
@@ -114,11 +153,16 @@ export abstract class VirtioDeviceCore extends EventEmitter {
     };
     const q = hasFeature(f, VIRTIO_F_RING_PACKED) ? new PackedQueue(mem, addresses, qf) : new SplitQueue(mem, addresses, qf);
     this.queues[i] = q;
+    if (this.tracer !== null) {
+      q.trace = { tracer: this.tracer, queue: i };
+      this.tracer.emit({ type: 'queue_ready', queue: i, layout: q.layout, ...q.addresses, ...qf });
+    }
     return q;
   }
 
   /** A driver notification for queue i. Ignored (and counted) unless running. */
   kick(i: number): void {
+    if (this.tracer !== null) this.tracer.emit({ type: 'kick', queue: i });
     const q = this.queues[i];
     if (!this.running || q === null || q === undefined) {
       this.coreStats.kicksIgnored++;
@@ -136,12 +180,14 @@ export abstract class VirtioDeviceCore extends EventEmitter {
     this.status |= VIRTIO_CONFIG_S_NEEDS_RESET;
     this.brokenReason = typeof reason === 'number' ? chainFaultName(reason) : reason;
     this.coreStats.broken++;
+    if (this.tracer !== null) this.tracer.emit({ type: 'broken', reason: this.brokenReason });
     this.onBroken();
     this.raise('config', -1);
   }
 
   /** Back to the initial state: status 0, no features, no queues. */
   reset(): void {
+    if (this.tracer !== null) this.tracer.emit({ type: 'reset' });
     this.status = 0;
     this.driverFeatures = 0n;
     this.brokenReason = '';
@@ -154,4 +200,5 @@ export abstract class VirtioDeviceCore extends EventEmitter {
   protected onDriverOk(): void {}
   protected onBroken(): void {}
   protected onReset(): void {}
+  protected onTracer(_tracer: Tracer | null): void {}
 }

@@ -16,6 +16,7 @@ import { ChainFault, chainCapacity, chainFaultTier, DescriptorChain, maxIndirect
 import { u64, type GuestMemory } from './guest-memory.js';
 import { QueueConfigError, type DeviceQueue, type QueueAddresses, type QueueFeatures, type QueueStats } from './queue.js';
 import { packedDescState, packedViews } from './ring-views.js';
+import { emitPop, type QueueTraceTarget } from './queue-trace.js';
 
 /**
  * Packed-ring event check (§2.8, "Event Suppression Structure Format"): did the move from `old` to `next` pass
@@ -42,6 +43,8 @@ export class PackedQueue implements DeviceQueue {
   readonly stats: QueueStats = { chains: 0, badChains: 0, notificationsSent: 0, notificationsSuppressed: 0 };
   broken = false;
   brokenReason: number = ChainFault.NONE;
+  /** Set by the device while tracing; null costs one compare per call. */
+  trace: QueueTraceTarget | null = null;
   nextAvail = 0;
   availWrap = 1;
   usedIdx = 0;
@@ -85,6 +88,22 @@ export class PackedQueue implements DeviceQueue {
   }
 
   popChain(chain: DescriptorChain): number {
+    if (this.trace !== null) return this.tracedPop(chain, this.trace);
+    return this.pop(chain);
+  }
+
+  private tracedPop(chain: DescriptorChain, t: QueueTraceTarget): number {
+    const at = this.nextAvail;
+    const wrap = this.availWrap;
+    chain.reset(0);
+    chain.recordDescriptors = true;
+    const r = this.pop(chain);
+    chain.recordDescriptors = false;
+    if (r !== Pop.EMPTY) emitPop(t, 'packed', chain, r, at, { wrap });
+    return r;
+  }
+
+  private pop(chain: DescriptorChain): number {
     if (this.broken) return Pop.BROKEN;
     if (!this.isAvailable(this.nextAvail, this.availWrap)) return Pop.EMPTY;
     const d32 = this.desc32;
@@ -161,6 +180,7 @@ export class PackedQueue implements DeviceQueue {
 
   addUsed(id: number, len: number, slots: number): void {
     const i = this.usedIdx;
+    if (this.trace !== null) this.trace.tracer.emit({ type: 'used', queue: this.trace.queue, layout: 'packed', id, len, at: i, wrap: this.usedWrap });
     this.desc32[i * 4 + 2] = len;
     this.desc16[i * 8 + 6] = id;
     // §2.8, "Driver and Device Ring Wrap Counters": a used descriptor has AVAIL and USED both equal to the used wrap counter.
@@ -181,13 +201,32 @@ export class PackedQueue implements DeviceQueue {
     this.signalled = next;
     const flags = Atomics.load(this.driverEvent, 1) & 3;
     let notify: boolean;
+    let offWrap = -1;
     if (flags === RING_EVENT_FLAGS_DISABLE) notify = false;
     else if (flags === RING_EVENT_FLAGS_DESC && this.features.eventIdx) {
-      notify = packedNeedEvent(this.size, Atomics.load(this.driverEvent, 0), next, old);
+      offWrap = Atomics.load(this.driverEvent, 0);
+      notify = packedNeedEvent(this.size, offWrap, next, old);
     } else notify = true;
+    if (this.trace !== null) this.traceNotify(this.trace, flags, offWrap, old, next, notify);
     if (notify) this.stats.notificationsSent++;
     else this.stats.notificationsSuppressed++;
     return notify;
+  }
+
+  private traceNotify(t: QueueTraceTarget, flags: number, offWrap: number, old: number, next: number, send: boolean): void {
+    const byIndex = offWrap >= 0;
+    t.tracer.emit({
+      type: 'notify_decision',
+      queue: t.queue,
+      layout: 'packed',
+      mode: byIndex ? 'event_idx' : 'flags',
+      old,
+      new: next,
+      flags,
+      ...(byIndex ? { eventOffset: offWrap & 0x7fff, eventWrap: offWrap >>> 15 } : {}),
+      usedWrap: this.usedWrap,
+      send,
+    });
   }
 
   /** The driver's event suppression (off_wrap, flags), for traces. */
@@ -197,6 +236,7 @@ export class PackedQueue implements DeviceQueue {
 
   disableNotifications(): void {
     Atomics.store(this.deviceEvent, 1, RING_EVENT_FLAGS_DISABLE);
+    if (this.trace !== null) this.trace.tracer.emit({ type: 'kick_suppression', queue: this.trace.queue, layout: 'packed', enabled: false });
   }
 
   enableNotifications(): boolean {
@@ -205,6 +245,10 @@ export class PackedQueue implements DeviceQueue {
       Atomics.store(this.deviceEvent, 1, RING_EVENT_FLAGS_DESC);
     } else {
       Atomics.store(this.deviceEvent, 1, RING_EVENT_FLAGS_ENABLE);
+    }
+    if (this.trace !== null) {
+      const ev = this.features.eventIdx ? { availEvent: this.nextAvail, wrap: this.availWrap } : {};
+      this.trace.tracer.emit({ type: 'kick_suppression', queue: this.trace.queue, layout: 'packed', enabled: true, ...ev });
     }
     return this.hasAvailable();
   }
@@ -227,8 +271,13 @@ export class PackedQueue implements DeviceQueue {
   }
 
   restorePosition(position: number): void {
-    this.nextAvail = position & 0xffff;
-    this.availWrap = (position >>> 16) & 1;
+    const to = position & 0xffff;
+    const wrap = (position >>> 16) & 1;
+    if (this.trace !== null && (to !== this.nextAvail || wrap !== this.availWrap)) {
+      this.trace.tracer.emit({ type: 'unpop', queue: this.trace.queue, to, wrap });
+    }
+    this.nextAvail = to;
+    this.availWrap = wrap;
   }
 
   reset(): void {

@@ -11,6 +11,7 @@ import {
 import { ChainFault, chainCapacity, chainFaultTier, DescriptorChain, maxIndirectEntries, Pop } from './descriptor-chain.js';
 import { u64, type GuestMemory } from './guest-memory.js';
 import { splitViews } from './ring-views.js';
+import { emitPop, type QueueTraceTarget } from './queue-trace.js';
 import { QueueConfigError, type DeviceQueue, type QueueAddresses, type QueueFeatures, type QueueStats } from './queue.js';
 
 /** vring_need_event (§2.7, "Used Buffer Notification Suppression"): did [old, new) cross event? 16-bit arithmetic. */
@@ -27,6 +28,8 @@ export class SplitQueue implements DeviceQueue {
   readonly stats: QueueStats = { chains: 0, badChains: 0, notificationsSent: 0, notificationsSuppressed: 0 };
   broken = false;
   brokenReason: number = ChainFault.NONE;
+  /** Set by the device while tracing; null costs one compare per call. */
+  trace: QueueTraceTarget | null = null;
   /** Next available ring entry to read (last_avail_idx), free-running 16-bit. */
   nextAvail = 0;
   /** Next used ring entry to write, free-running 16-bit. */
@@ -69,6 +72,21 @@ export class SplitQueue implements DeviceQueue {
   }
 
   popChain(chain: DescriptorChain): number {
+    if (this.trace !== null) return this.tracedPop(chain, this.trace);
+    return this.pop(chain);
+  }
+
+  private tracedPop(chain: DescriptorChain, t: QueueTraceTarget): number {
+    const at = this.nextAvail;
+    chain.reset(0);
+    chain.recordDescriptors = true;
+    const r = this.pop(chain);
+    chain.recordDescriptors = false;
+    if (r !== Pop.EMPTY) emitPop(t, 'split', chain, r, at, { availIdx: this.avail[1]! });
+    return r;
+  }
+
+  private pop(chain: DescriptorChain): number {
     if (this.broken) return Pop.BROKEN;
     const availIdx = Atomics.load(this.avail, 1); // acquire: ring entries are read after the index
     const pending = (availIdx - this.nextAvail) & 0xffff;
@@ -148,6 +166,7 @@ export class SplitQueue implements DeviceQueue {
   }
 
   addUsed(id: number, len: number, _slots: number): void {
+    if (this.trace !== null) this.trace.tracer.emit({ type: 'used', queue: this.trace.queue, layout: 'split', id, len, at: this.usedIdx });
     const slot = this.usedIdx & this.mask;
     this.used32[1 + slot * 2] = id;
     this.used32[2 + slot * 2] = len;
@@ -161,15 +180,33 @@ export class SplitQueue implements DeviceQueue {
     if (newIdx === old) return false;
     this.signalledUsed = newIdx;
     let notify: boolean;
+    let seen: number;
     if (this.features.eventIdx) {
       // VIRTIO 1.2 §2.7, "Used Buffer Notification Suppression": interrupt when the used index passes used_event.
-      notify = needEvent(Atomics.load(this.avail, 2 + this.size), newIdx, old);
+      seen = Atomics.load(this.avail, 2 + this.size);
+      notify = needEvent(seen, newIdx, old);
     } else {
-      notify = (Atomics.load(this.avail, 0) & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
+      seen = Atomics.load(this.avail, 0);
+      notify = (seen & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
     }
+    if (this.trace !== null) this.traceNotify(this.trace, seen, old, newIdx, notify);
     if (notify) this.stats.notificationsSent++;
     else this.stats.notificationsSuppressed++;
     return notify;
+  }
+
+  private traceNotify(t: QueueTraceTarget, seen: number, old: number, newIdx: number, send: boolean): void {
+    const e = this.features.eventIdx;
+    t.tracer.emit({
+      type: 'notify_decision',
+      queue: t.queue,
+      layout: 'split',
+      mode: e ? 'event_idx' : 'flags',
+      old,
+      new: newIdx,
+      ...(e ? { usedEvent: seen } : { flags: seen }),
+      send,
+    });
   }
 
   /** used_event as the driver last wrote it (for traces). */
@@ -179,6 +216,9 @@ export class SplitQueue implements DeviceQueue {
 
   disableNotifications(): void {
     if (!this.features.eventIdx) this.used16[0] = (this.used16[0] as number) | VIRTQ_USED_F_NO_NOTIFY;
+    if (this.trace !== null && !this.features.eventIdx) {
+      this.trace.tracer.emit({ type: 'kick_suppression', queue: this.trace.queue, layout: 'split', enabled: false });
+    }
   }
 
   enableNotifications(): boolean {
@@ -187,6 +227,10 @@ export class SplitQueue implements DeviceQueue {
       Atomics.store(this.used16, 2 + 4 * this.size, this.nextAvail);
     } else {
       Atomics.store(this.used16, 0, (this.used16[0] as number) & ~VIRTQ_USED_F_NO_NOTIFY);
+    }
+    if (this.trace !== null) {
+      const ev = this.features.eventIdx ? { availEvent: this.nextAvail } : {};
+      this.trace.tracer.emit({ type: 'kick_suppression', queue: this.trace.queue, layout: 'split', enabled: true, ...ev });
     }
     return this.hasAvailable();
   }
@@ -206,7 +250,9 @@ export class SplitQueue implements DeviceQueue {
   }
 
   restorePosition(position: number): void {
-    this.nextAvail = position & 0xffff;
+    const to = position & 0xffff;
+    if (this.trace !== null && to !== this.nextAvail) this.trace.tracer.emit({ type: 'unpop', queue: this.trace.queue, to });
+    this.nextAvail = to;
   }
 
   reset(): void {

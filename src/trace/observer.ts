@@ -1,0 +1,61 @@
+// What a transmit or receive queue reports about each frame when someone is
+// looking: a trace event per TAP read or write and per drop, and the frame
+// itself into a capture. The queues hold null here unless tracing or capture
+// is on, and test that one field per batch.
+import type { GuestMemory } from '../virtio/guest-memory.js';
+import type { PcapWriter } from './pcap.js';
+import type { Tracer } from './trace.js';
+
+export class FrameObserver {
+  readonly tracer: Tracer | null;
+  readonly capture: PcapWriter | null;
+  private readonly byIo = new Map<number, Uint8Array>();
+  private readonly scratch = new Uint8Array(65536 + 64);
+
+  constructor(mem: GuestMemory, tracer: Tracer | null, capture: PcapWriter | null) {
+    this.tracer = tracer;
+    this.capture = capture;
+    mem.regions.forEach((r, i) => this.byIo.set(mem.ioRegion(i), r.bytes));
+  }
+
+  /**
+   * A frame sent (outbound) or received, whose segments start at `at` in
+   * `plan` (an IoPlan's layout) and may run on into following entries (a
+   * merged frame). `bytes` is what the TAP took or gave (header included),
+   * or -errno for a failed write; `buffers` the chains a received frame filled.
+   */
+  frame(outbound: boolean, queue: number, plan: Float64Array, at: number, bytes: number, buffers: number): void {
+    const t = this.tracer;
+    if (t !== null) {
+      if (outbound) t.emit({ type: 'tap_write', queue, bytes: bytes < 0 ? 0 : bytes, result: bytes });
+      else t.emit({ type: 'tap_read', queue, bytes, buffers });
+    }
+    if (this.capture === null || bytes <= 0) return;
+    const n = this.gather(plan, at, bytes);
+    this.capture.frame(outbound, queue, this.scratch, 0, n);
+  }
+
+  drop(queue: number, reason: string): void {
+    if (this.tracer !== null) this.tracer.emit({ type: 'drop', queue, reason });
+  }
+
+  // Copies the frame's first `bytes` bytes out of guest memory.
+  private gather(plan: Float64Array, start: number, bytes: number): number {
+    const dst = this.scratch;
+    let got = 0;
+    let at = start;
+    const want = Math.min(bytes, dst.length);
+    while (got < want && at < plan.length) {
+      const count = plan[at]!;
+      for (let s = 0; s < count && got < want; s++) {
+        const src = this.byIo.get(plan[at + 1 + 3 * s]!);
+        const off = plan[at + 2 + 3 * s]!;
+        const take = Math.min(plan[at + 3 + 3 * s]!, want - got);
+        if (src !== undefined) dst.set(src.subarray(off, off + take), got);
+        got += take;
+      }
+      at += 1 + 3 * count;
+    }
+    return got;
+  }
+}
