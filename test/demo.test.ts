@@ -1,5 +1,7 @@
 // The demo and the command line.
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
@@ -7,6 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { runDemo, type DemoLog } from '../src/demo/demo.js';
 import { Link } from '../src/tap/link.js';
 import { describePrivileged } from './helpers/privileged.js';
+import { tsharkFields } from './helpers/tshark.js';
 
 const root = resolve(import.meta.dirname, '..');
 
@@ -42,6 +45,42 @@ describePrivileged('the demo', () => {
     expect(code).toBe(0);
     expect(lines.some((l) => l.includes('joined bridge vtdemobr0'))).toBe(true);
     expect(Link.exists('vtdemobr0')).toBe(false);
+  });
+
+  it('--pcap and --trace-json: tshark reads every frame and the ICMP exchange; each step is a JSON line', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vt-demo-'));
+    try {
+      const pcap = join(dir, 'demo.pcapng');
+      const trace = join(dir, 'demo.jsonl');
+      const tsx = join(root, 'node_modules', 'tsx', 'dist', 'cli.mjs');
+      const args = ['src/cli/main.ts', 'demo', '--host-ip', '198.18.22.1/24', '--guest-ip', '198.18.22.2', '--pcap', pcap, '--trace-json', '--trace-file', trace];
+      const r = spawnSync(process.execPath, [tsx, ...args], { cwd: root, encoding: 'utf8', timeout: 60_000 });
+      expect(r.stdout).not.toMatch(/✗/);
+      expect(r.status).toBe(0);
+      const m = /transmit: (\d+) frames, \d+ bytes; receive: (\d+) frames/.exec(r.stdout);
+      expect(m).not.toBeNull();
+      const crossed = Number(m![1]) + Number(m![2]);
+      expect(r.stdout).toContain(`wrote ${crossed} frames to ${pcap}`);
+      const rows = tsharkFields(pcap, ['frame.number', 'icmp.type', 'frame.comment', 'eth.type']);
+      expect(rows.length).toBe(crossed);
+      expect(rows.filter((f) => f[1] === '8').length).toBe(3); // echo requests
+      expect(rows.filter((f) => f[1] === '0').length).toBe(3); // echo replies
+      expect(rows.every((f) => f[2]!.startsWith('virtio_net_hdr flags='))).toBe(true);
+      expect(rows.filter((f) => f[2]!.includes('from guest')).length).toBe(Number(m![1]));
+      // tcpdump reads it too.
+      const td = spawnSync('tcpdump', ['-nr', pcap, 'icmp'], { encoding: 'utf8', timeout: 30_000 });
+      expect(td.status, td.stderr).toBe(0);
+      expect(td.stdout.match(/ICMP echo (request|reply)/g)?.length).toBe(6);
+      const events = readFileSync(trace, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { type: string; seq: number });
+      expect(events[0]!.seq).toBe(1);
+      expect(events.filter((e) => e.type === 'tap_write').length).toBe(Number(m![1]));
+      expect(events.filter((e) => e.type === 'tap_read').length).toBe(Number(m![2]));
+      for (const t of ['status', 'features', 'queue_ready', 'kick', 'pop', 'used', 'notify_decision', 'interrupt']) {
+        expect(events.some((e) => e.type === t), t).toBe(true);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('without privileges says what to do instead', () => {

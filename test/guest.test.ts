@@ -9,6 +9,9 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 
 import { Tap } from '../src/tap/tap.js';
 import { VhostUserBackend } from '../src/transport/vhost-user/backend.js';
+import { PcapWriter } from '../src/trace/pcap.js';
+import { Tracer, type TraceEvent } from '../src/trace/trace.js';
+import { tsharkFields } from './helpers/tshark.js';
 import { bootGuest, buildGuest, describeGuest, iperfMbits, iperfServer } from './helpers/guest.js';
 
 describeGuest('a Linux guest through the vhost-user back-end', () => {
@@ -20,13 +23,13 @@ describeGuest('a Linux guest through the vhost-user back-end', () => {
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-  function start(subnet: number, queues = 1) {
+  function start(subnet: number, queues = 1, see: { trace?: Tracer; capture?: PcapWriter } = {}) {
     const tap = Tap.open({ name: 'vtg%d', vnetHdr: true, queues, multiQueue: queues > 1 });
     tap.setUp();
     tap.setIpv4(`198.18.${subnet}.1`, 24);
     const logs: string[] = [];
     const socket = join(dir, `vu-${subnet}.sock`);
-    const backend = new VhostUserBackend({ socketPath: socket, tap, log: (l) => logs.push(l) });
+    const backend = new VhostUserBackend({ socketPath: socket, tap, log: (l) => logs.push(l), ...see });
     const errors: Error[] = [];
     backend.on('error', (e: Error) => errors.push(e));
     backend.start();
@@ -79,6 +82,43 @@ describeGuest('a Linux guest through the vhost-user back-end', () => {
       }
     }, 150_000);
   }
+
+  it('a capture and a trace of a real guest: tshark finds its ICMP echo with the host; the trace shows its rings at work', async () => {
+    const pcap = join(dir, 'guest.pcapng');
+    const capture = new PcapWriter(pcap);
+    const trace = new Tracer();
+    const counts = new Map<string, number>();
+    let features: TraceEvent | undefined;
+    trace.subscribe((e) => {
+      counts.set(e.type, (counts.get(e.type) ?? 0) + 1);
+      if (e.type === 'features') features = structuredClone(e);
+    });
+    const s = start(157, 1, { trace, capture });
+    try {
+      const run = await s.boot();
+      expect(run.output).toContain('VT-PING-OK');
+      s.close();
+      capture.close();
+      const m = s.backend.device.metrics;
+      const rows = tsharkFields(pcap, ['frame.number', 'icmp.type', 'ip.src', 'frame.comment']);
+      expect(rows.length).toBe(m.txPackets + m.rxPackets);
+      const requests = rows.filter((f) => f[1] === '8' && f[2] === '198.18.157.2');
+      const replies = rows.filter((f) => f[1] === '0' && f[2] === '198.18.157.1');
+      expect(requests.length).toBe(3);
+      expect(replies.length).toBe(3);
+      expect(requests.every((f) => f[3]!.includes('from guest, transmitq 1'))).toBe(true);
+      expect(replies.every((f) => f[3]!.includes('to guest, receiveq 0'))).toBe(true);
+      // QEMU negotiates (vhost-user SET_FEATURES) and starts the rings; then the data path runs.
+      expect(features?.type === 'features' && features.accepted).toBe(true);
+      expect(counts.get('queue_ready')).toBeGreaterThanOrEqual(2);
+      expect(counts.get('tap_write')).toBe(m.txPackets);
+      expect(counts.get('tap_read')).toBe(m.rxPackets);
+      for (const t of ['kick', 'pop', 'used', 'notify_decision', 'interrupt']) expect(counts.get(t) ?? 0, t).toBeGreaterThan(0);
+    } finally {
+      s.close();
+      capture.close();
+    }
+  }, 150_000);
 
   it('mq=on with 2 queue pairs: the guest enables both, and both carry traffic', async () => {
     const s = start(155, 2);

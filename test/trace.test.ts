@@ -2,6 +2,10 @@
 // queue small enough to wrap), the events are those VIRTIO 1.2 says should
 // happen, in order, with the values the device compared. No privileges: the
 // TAP is a socket-pair stand-in.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
 import { afterEach, describe, expect, it } from 'vitest';
 
 import { NetDriver } from '../src/driver/net-driver.js';
@@ -10,6 +14,8 @@ import type { NetFeatureSwitches } from '../src/net/features.js';
 import { Tap, TapPeer } from '../src/tap/tap.js';
 import { traceToText } from '../src/trace/format.js';
 import { Tracer, traceToJson, type TraceEvent } from '../src/trace/trace.js';
+import { PcapWriter } from '../src/trace/pcap.js';
+import { tsharkFields } from './helpers/tshark.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const QUEUE = 8;
@@ -197,5 +203,34 @@ describe('tracing off', () => {
     const drop = events.find((e) => e.type === 'drop');
     expect(drop?.type === 'drop' && drop.reason).toBe('tx_too_short');
     expect(r.dev.metrics.drops.tx_too_short).toBe(1);
+  });
+});
+
+describe('capture', () => {
+  it('records frames both ways whole, with the header each carried (num_buffers of a merged frame included)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vt-pcap-'));
+    try {
+      const file = join(dir, 'c.pcapng');
+      const capture = new PcapWriter(file);
+      const r = rig({ MRG_RXBUF: true }, undefined);
+      open.push(r);
+      r.dev.setCapture(capture);
+      r.driver.start();
+      expect(r.driver.send(frame(9000, 3))).toBe(true);
+      const hdr = new Uint8Array(12);
+      const f = frame(9000, 4);
+      f.set(r.dev.mac, 0);
+      r.peer.write(Buffer.concat([hdr, f]));
+      const deadline = Date.now() + 2000;
+      while (r.dev.metrics.rxPackets === 0 && Date.now() < deadline) await sleep(5);
+      capture.close();
+      const rows = tsharkFields(file, ['frame.len', 'frame.comment']);
+      expect(rows.map((x) => x[0])).toEqual(['9000', '9000']);
+      expect(rows[0]![1]).toContain('from guest, transmitq 1');
+      // 9000 bytes and the header take five 2048-byte buffers (§5.1.6.4).
+      expect(rows[1]![1]).toContain('num_buffers=5; to guest, receiveq 0');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -14,6 +14,7 @@ import { encode, Req, statePayload, u64Payload } from '../src/transport/vhost-us
 import { parseIpv4 as ip } from '../src/util/addr.js';
 import { buildArp, parseArp } from '../src/util/packet.js';
 import { sh } from './helpers/host.js';
+import { tsharkFields } from './helpers/tshark.js';
 import { describePrivileged } from './helpers/privileged.js';
 import { TestFrontend } from './helpers/vhost-frontend.js';
 
@@ -190,11 +191,13 @@ describe('vhost-user back-end as a client', () => {
 });
 
 describePrivileged('virtio-tap vhost-user (the command)', () => {
-  it('serves a front-end on a real TAP until SIGTERM, then exits 0 and removes its socket', async () => {
+  it('serves a front-end on a real TAP until SIGTERM, then exits 0 and removes its socket; --trace and --pcap show it', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'vt-vucli-'));
     const socket = join(dir, 'vu.sock');
+    const pcap = join(dir, 'vu.pcapng');
     const root = resolve(import.meta.dirname, '..');
-    const child = spawn(process.execPath, [join(root, 'node_modules', 'tsx', 'dist', 'cli.mjs'), 'src/cli/main.ts', 'vhost-user', '--socket', socket, '--tap', 'vtvu0'], {
+    const cli = ['src/cli/main.ts', 'vhost-user', '--socket', socket, '--tap', 'vtvu0', '--trace', '--pcap', pcap];
+    const child = spawn(process.execPath, [join(root, 'node_modules', 'tsx', 'dist', 'cli.mjs'), ...cli], {
       cwd: root,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -224,6 +227,15 @@ describePrivileged('virtio-tap vhost-user (the command)', () => {
       expect(code).toBe(0);
       expect(existsSync(socket)).toBe(false);
       expect(out).toContain('SIGTERM: stopping');
+      // The trace (stderr): readable lines naming the spec.
+      expect(out).toMatch(/features accepted: .*\[§2\.2 Feature Bits/);
+      expect(out).toMatch(/q1 pop .*head \d+.*\[§2\.[78] /);
+      expect(out).toMatch(/q1 TAP write \d+ bytes/);
+      // The capture: the ARP request out and the host's reply in.
+      const rows = tsharkFields(pcap, ['arp.opcode', 'frame.comment'], 'arp');
+      expect(rows.some((r) => r[0] === '1' && r[1]!.includes('from guest'))).toBe(true);
+      expect(rows.some((r) => r[0] === '2' && r[1]!.includes('to guest'))).toBe(true);
+      expect(out).toMatch(/wrote \d+ frames to /);
     } finally {
       if (child.exitCode === null) child.kill('SIGKILL');
       rmSync(dir, { recursive: true, force: true });

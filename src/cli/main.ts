@@ -6,6 +6,22 @@ import { runDemo, type DemoLog } from '../demo/demo.js';
 import { Link } from '../tap/link.js';
 import { Tap } from '../tap/tap.js';
 import { VhostUserBackend } from '../transport/vhost-user/backend.js';
+import { PcapWriter } from '../trace/pcap.js';
+import { TraceSink } from '../trace/sink.js';
+
+const SEE_INSIDE = {
+  trace: { type: 'boolean', default: false },
+  'trace-json': { type: 'boolean', default: false },
+  'trace-file': { type: 'string' },
+  pcap: { type: 'string' },
+} as const;
+
+/** The trace the flags ask for, or null. */
+function traceFrom(values: { trace?: boolean; 'trace-json'?: boolean; 'trace-file'?: string | undefined }): TraceSink | null {
+  const json = values['trace-json'] === true;
+  if (values.trace !== true && !json && values['trace-file'] === undefined) return null;
+  return new TraceSink(json ? 'json' : 'text', values['trace-file']);
+}
 
 const USAGE = `usage: virtio-tap <command> [options]
 
@@ -19,6 +35,10 @@ commands:
            --guest-ip ADDR   guest address (default 198.18.0.2)
            --timeout MS      how long to wait for each answer (default 3000)
            --split           use the split ring layout (default packed)
+           --trace           print each device step, naming its spec section (stderr)
+           --trace-json      the same as JSON lines
+           --trace-file PATH write the trace there instead of stderr
+           --pcap FILE       write every frame crossing the device to a pcapng file
   vhost-user   serve a QEMU guest's virtio-net device as a vhost-user back-end on a TAP
            --socket PATH     the vhost-user socket
            --tap NAME        the TAP: attached to if it exists (a TAP you own needs no
@@ -26,6 +46,7 @@ commands:
            --mac MAC         the device's MAC (QEMU's own config space governs the guest)
            --client          connect to a QEMU that listens (reconnecting when it goes)
            --queues N        queue pairs (a multi-queue TAP, one fd per pair)
+           --trace, --trace-json, --trace-file PATH, --pcap FILE   as for demo
   help     this text
 
 Needs CAP_NET_ADMIN (for example root) to create a TAP, or a TAP you own:
@@ -60,23 +81,31 @@ async function main(argv: string[]): Promise<number> {
         'guest-ip': { type: 'string', default: '198.18.0.2' },
         timeout: { type: 'string', default: '3000' },
         split: { type: 'boolean', default: false },
+        ...SEE_INSIDE,
       },
     });
     const timeoutMs = Number(values.timeout);
     if (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > 600_000) {
       throw new TypeError(`--timeout must be an integer number of milliseconds, got "${values.timeout}"`);
     }
-    return runDemo(
-      {
-        ...(values.tap !== undefined ? { tap: values.tap } : {}),
-        ...(values.bridge !== undefined ? { bridge: values.bridge } : {}),
-        hostCidr: values['host-ip'],
-        guestIp: values['guest-ip'],
-        timeoutMs,
-        layout: values.split === true ? 'split' : 'packed',
-      },
-      log,
-    );
+    const trace = traceFrom(values);
+    try {
+      return await runDemo(
+        {
+          ...(trace !== null ? { tracer: trace.tracer } : {}),
+          ...(values.pcap !== undefined ? { pcap: values.pcap } : {}),
+          ...(values.tap !== undefined ? { tap: values.tap } : {}),
+          ...(values.bridge !== undefined ? { bridge: values.bridge } : {}),
+          hostCidr: values['host-ip'],
+          guestIp: values['guest-ip'],
+          timeoutMs,
+          layout: values.split === true ? 'split' : 'packed',
+        },
+        log,
+      );
+    } finally {
+      trace?.close();
+    }
   }
   if (command === 'vhost-user') return vhostUser(rest);
   console.error(`virtio-tap: unknown command "${command}"\n\n${USAGE}`);
@@ -92,6 +121,7 @@ async function vhostUser(args: string[]): Promise<number> {
       mac: { type: 'string' },
       client: { type: 'boolean', default: false },
       queues: { type: 'string', default: '1' },
+      ...SEE_INSIDE,
     },
   });
   if (values.socket === undefined || values.tap === undefined) throw new TypeError('vhost-user needs --socket PATH and --tap NAME');
@@ -106,9 +136,13 @@ async function vhostUser(args: string[]): Promise<number> {
       log.info(`${tap.name} is down and this user cannot bring it up: \`sudo ip link set ${tap.name} up\``);
     }
   }
+  const trace = traceFrom(values);
+  const capture = values.pcap !== undefined ? new PcapWriter(values.pcap) : null;
   const backend = new VhostUserBackend({
     socketPath: values.socket,
     tap,
+    ...(trace !== null ? { trace: trace.tracer } : {}),
+    ...(capture !== null ? { capture } : {}),
     client: values.client === true,
     ...(values.mac !== undefined ? { mac: values.mac } : {}),
     log: (l) => log.info(l),
@@ -126,6 +160,11 @@ async function vhostUser(args: string[]): Promise<number> {
   });
   backend.close();
   tap.close();
+  trace?.close();
+  if (capture !== null) {
+    capture.close();
+    log.ok(`wrote ${capture.frames} frames to ${capture.path}`);
+  }
   return 0;
 }
 

@@ -11,6 +11,8 @@ import { Tap, offloadNames } from '../tap/tap.js';
 import { formatIpv4, formatMac, parseCidr } from '../util/addr.js';
 import { buildArp, buildIcmpEcho, buildUdp, completeChecksum, describeFrame, parseArp, parseIcmpEcho, parseUdp } from '../util/packet.js';
 import { tunFeatureNames } from './features.js';
+import { CaptureError, PcapWriter } from '../trace/pcap.js';
+import type { Tracer } from '../trace/trace.js';
 
 export interface DemoOptions {
   /** Attach to this existing TAP (for example a user-owned one) instead of creating one. */
@@ -24,6 +26,10 @@ export interface DemoOptions {
   timeoutMs: number;
   /** Ring layout the driver asks for. */
   layout?: 'split' | 'packed';
+  /** Trace every device step here. */
+  tracer?: Tracer;
+  /** Write every frame crossing the device to this pcapng file. */
+  pcap?: string;
 }
 
 export interface DemoLog {
@@ -54,9 +60,28 @@ export async function runDemo(o: DemoOptions, log: DemoLog): Promise<number> {
     }
     throw err;
   }
+  let capture: PcapWriter | undefined;
+  if (o.pcap !== undefined) {
+    try {
+      capture = new PcapWriter(o.pcap);
+    } catch (err) {
+      tap.close();
+      if (err instanceof CaptureError) {
+        log.fail(err.message);
+        return 1;
+      }
+      throw err;
+    }
+  }
   // The guest: a TypeScript virtio-net driver talking to the device in this process.
   let driver!: NetDriver;
-  const device = new NetDevice({ tap, interrupt: (kind, queue) => driver.interrupt(kind, queue), features: { RING_PACKED: o.layout !== 'split' } });
+  const device = new NetDevice({
+    tap,
+    interrupt: (kind, queue) => driver.interrupt(kind, queue),
+    features: { RING_PACKED: o.layout !== 'split' },
+    ...(o.tracer !== undefined ? { trace: o.tracer } : {}),
+    ...(capture !== undefined ? { capture } : {}),
+  });
   device.on('error', (e: Error) => log.fail(`device: ${e.message}`));
   driver = new NetDriver(device, { queueSize: 256 });
   const inbox: ReceivedFrame[] = [];
@@ -183,6 +208,10 @@ export async function runDemo(o: DemoOptions, log: DemoLog): Promise<number> {
     log.step('Clean up');
     device.close();
     tap.close();
+    if (capture !== undefined) {
+      capture.close();
+      log.ok(`wrote ${capture.frames} frames to ${capture.path} (pcapng; each frame's virtio_net_hdr in its comment)`);
+    }
     const br = hostSide?.createdBridge ?? null;
     if (br !== null) {
       br.setUp(false);

@@ -20,6 +20,8 @@ import {
   hasFeature,
 } from '../../virtio/constants.js';
 import { GuestMemory } from '../../virtio/guest-memory.js';
+import type { PcapWriter } from '../../trace/pcap.js';
+import type { Tracer } from '../../trace/trace.js';
 import { QueueConfigError } from '../../virtio/queue.js';
 import {
   encode,
@@ -49,6 +51,10 @@ export interface VhostUserBackendOptions {
   features?: NetFeatureSwitches;
   /** Lines for people: connections, refusals. */
   log?: (line: string) => void;
+  /** Trace every device step (see Tracer). */
+  trace?: Tracer;
+  /** Write every frame crossing the device to this capture. */
+  capture?: PcapWriter;
 }
 
 interface Ring {
@@ -108,6 +114,8 @@ export class VhostUserBackend extends EventEmitter {
       features: { ...o.features, GUEST_ANNOUNCE: false },
       // The front-end (QEMU) runs the control queue and the config space; the back-end serves the data queues.
       controlElsewhere: true,
+      ...(o.trace !== undefined ? { trace: o.trace } : {}),
+      ...(o.capture !== undefined ? { capture: o.capture } : {}),
       interrupt: (kind, q) => {
         const fd = this.rings[q]?.callFd ?? -1;
         if (kind === 'vring' && fd >= 0) this.n.eventfdWrite(fd);
