@@ -3,6 +3,7 @@
 import { parseArgs, styleText } from 'node:util';
 
 import { runDemo, type DemoLog } from '../demo/demo.js';
+import { runTour } from '../tour/present.js';
 import { Link } from '../tap/link.js';
 import { Tap } from '../tap/tap.js';
 import { VhostUserBackend } from '../transport/vhost-user/backend.js';
@@ -47,6 +48,11 @@ commands:
            --client          connect to a QEMU that listens (reconnecting when it goes)
            --queues N        queue pairs (a multi-queue TAP, one fd per pair)
            --trace, --trace-json, --trace-file PATH, --pcap FILE   as for demo
+  tour     walk one frame out of and one frame into the guest, step by step,
+           showing the ring memory as it changes (no privileges needed)
+           --split | --packed   one layout only (default both)
+           --no-pause        all at once, without waiting for Enter
+           --svg DIR         also write each step's ring diagram as SVG
   help     this text
 
 Needs CAP_NET_ADMIN (for example root) to create a TAP, or a TAP you own:
@@ -108,6 +114,19 @@ async function main(argv: string[]): Promise<number> {
     }
   }
   if (command === 'vhost-user') return vhostUser(rest);
+  if (command === 'tour') {
+    const { values } = parseArgs({
+      args: rest,
+      options: {
+        split: { type: 'boolean', default: false },
+        packed: { type: 'boolean', default: false },
+        'no-pause': { type: 'boolean', default: false },
+        svg: { type: 'string' },
+      },
+    });
+    const layouts: ('split' | 'packed')[] = values.split === values.packed ? ['split', 'packed'] : values.split === true ? ['split'] : ['packed'];
+    return runTour({ layouts, pause: values['no-pause'] !== true, ...(values.svg !== undefined ? { svgDir: values.svg } : {}) });
+  }
   console.error(`virtio-tap: unknown command "${command}"\n\n${USAGE}`);
   return 2;
 }
