@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 
 import { NetDriver } from '../src/driver/net-driver.js';
-import { NetDevice } from '../src/net/device.js';
+import { NetDevice, type NetDeviceOptions } from '../src/net/device.js';
 import { writeNetHeader } from '../src/net/net-header.js';
 import type { NetFeatureSwitches } from '../src/net/features.js';
 import { Tap } from '../src/tap/tap.js';
@@ -34,7 +34,7 @@ export interface NetBenchOptions {
   progress: (m: string) => void;
 }
 
-interface Measured {
+export interface Measured {
   frames: number;
   bytes: number;
   seconds: number;
@@ -44,11 +44,25 @@ interface Measured {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const yieldLoop = () => new Promise((r) => setImmediate(r));
 
-function startDevice(features: NetFeatureSwitches, receive: boolean) {
+/**
+ * The classes a bench run uses: virtio-tap's own, or the same code built
+ * another way (the observe suite's copy without trace hooks).
+ */
+export interface DeviceLib {
+  NetDevice: typeof NetDevice;
+  NetDriver: typeof NetDriver;
+}
+
+export const OWN_LIB: DeviceLib = { NetDevice, NetDriver };
+
+/** Device options a run adds (a capture, a tracer). */
+export type DeviceExtras = Pick<NetDeviceOptions, 'trace' | 'capture'>;
+
+function startDevice(features: NetFeatureSwitches, receive: boolean, lib: DeviceLib = OWN_LIB, extras: DeviceExtras = {}) {
   const tap = Tap.attach(NAME, { vnetHdr: true });
   let driver!: NetDriver;
-  const dev = new NetDevice({ tap, mac: GUEST_MAC, features, interrupt: receive ? (k, q) => driver.interrupt(k, q) : () => {} });
-  driver = new NetDriver(dev, { copyFrames: false, queueSize: 256 });
+  const dev = new lib.NetDevice({ tap, mac: GUEST_MAC, features, interrupt: receive ? (k, q) => driver.interrupt(k, q) : () => {}, ...extras });
+  driver = new lib.NetDriver(dev, { copyFrames: false, queueSize: 256 });
   driver.start();
   return {
     tap,
@@ -62,8 +76,8 @@ function startDevice(features: NetFeatureSwitches, receive: boolean) {
 }
 
 /** Transmit: chains over pre-written buffers, 64 per kick, as a guest with xmit_more would. */
-async function tsTransmit(hdrAndFrame: Uint8Array, seconds: number): Promise<Measured> {
-  const d = startDevice({}, false);
+export async function tsTransmit(hdrAndFrame: Uint8Array, seconds: number, lib: DeviceLib = OWN_LIB, extras: DeviceExtras = {}): Promise<Measured> {
+  const d = startDevice({}, false, lib, extras);
   const txq = d.driver.txQueue(0);
   const bufs: number[] = [];
   for (let k = 0; k < 128; k++) {
@@ -101,8 +115,14 @@ async function tsTransmit(hdrAndFrame: Uint8Array, seconds: number): Promise<Mea
 }
 
 /** Receive: the device reads on readiness events, the driver reaps on interrupts. */
-async function tsReceive(seconds: number, features: NetFeatureSwitches, sender: () => Promise<LoopResult>): Promise<Measured> {
-  const d = startDevice(features, true);
+export async function tsReceive(
+  seconds: number,
+  features: NetFeatureSwitches,
+  sender: () => Promise<LoopResult>,
+  lib: DeviceLib = OWN_LIB,
+  extras: DeviceExtras = {},
+): Promise<Measured> {
+  const d = startDevice(features, true, lib, extras);
   const m = d.dev.metrics;
   const sending = sender();
   await sleep(100); // let the sender get going
@@ -153,8 +173,20 @@ function rowsFor(name: string, p: Pair, metric: 'frames' | 'gbps', cName: string
   return out;
 }
 
-export async function runNetBench(o: NetBenchOptions): Promise<Row[]> {
-  const rows: Row[] = [];
+/** What a bench run on the bench TAP has: the host side's MAC, a UDP sink's port, a scratch directory. */
+export interface BenchTap {
+  hostMac: string;
+  port: number;
+  dir: string;
+  file: (name: string, bytes: Uint8Array) => string;
+  /** A UDP frame from the guest to the sink (outbound) or from the host to the guest (inbound), `size` bytes in all. */
+  udpFrame: (size: number, inbound: boolean) => Uint8Array;
+  /** The C sender writing `frame` into the TAP from the host side for `seconds`. */
+  sender: (frame: Uint8Array, seconds: number) => () => Promise<LoopResult>;
+}
+
+/** Makes the bench TAP (persistent, host address, a UDP sink), runs `body`, removes it all. */
+export async function withBenchTap<T>(body: (t: BenchTap) => Promise<T>): Promise<T> {
   const dir = mkdtempSync(join(tmpdir(), 'vt-netbench-'));
   const sink = createSocket('udp4');
   const setup = Tap.open({ name: NAME, vnetHdr: true, persist: true });
@@ -171,6 +203,32 @@ export async function runNetBench(o: NetBenchOptions): Promise<Row[]> {
       writeFileSync(f, bytes);
       return f;
     };
+    const udpFrame = (size: number, inbound: boolean) =>
+      inbound
+        ? buildUdp({ srcMac: parseMac(hostMac), dstMac: parseMac(GUEST_MAC), src: ip(HOST), dst: ip(GUEST), srcPort: 1, dstPort: 2, data: new Uint8Array(size - 42).fill(0xa5) })
+        : buildUdp({ srcMac: parseMac(GUEST_MAC), dstMac: parseMac(hostMac), src: ip(GUEST), dst: ip(HOST), srcPort: 9999, dstPort: port, data: new Uint8Array(size - 42).fill(0x5a) });
+    let senders = 0;
+    const sender = (frame: Uint8Array, seconds: number) => {
+      const f = file(`send-${senders++}.bin`, frame);
+      return () => runC(['send', NAME, f, String(seconds + 0.6)]);
+    };
+    return await body({ hostMac, port, dir, file, udpFrame, sender });
+  } finally {
+    sink.close();
+    try {
+      const t = Tap.attach(NAME);
+      t.setPersistent(false);
+      t.close();
+    } catch {
+      // already gone
+    }
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export async function runNetBench(o: NetBenchOptions): Promise<Row[]> {
+  return withBenchTap(async ({ hostMac, port, file, udpFrame, sender: makeSender }) => {
+    const rows: Row[] = [];
     const hdr = (h: Parameters<typeof writeNetHeader>[2]) => {
       const b = new Uint8Array(12);
       writeNetHeader(new DataView(b.buffer), 0, h);
@@ -184,7 +242,7 @@ export async function runNetBench(o: NetBenchOptions): Promise<Row[]> {
     };
 
     for (const size of [64, 1500]) {
-      const frame = buildUdp({ srcMac: parseMac(GUEST_MAC), dstMac: parseMac(hostMac), src: ip(GUEST), dst: ip(HOST), srcPort: 9999, dstPort: port, data: new Uint8Array(size - 42).fill(0x5a) });
+      const frame = udpFrame(size, false);
       const plain = file(`tx-${size}.bin`, frame);
       const tx: Pair = { ts: [], c: [] };
       for (let rep = 0; rep < o.reps; rep++) {
@@ -196,9 +254,7 @@ export async function runNetBench(o: NetBenchOptions): Promise<Row[]> {
       rows.push(...rowsFor(`transmit ${size} B`, tx, 'frames', 'C write() loop'));
 
       // Frames to the guest's MAC, sent into the TAP from the host side.
-      const inbound = buildUdp({ srcMac: parseMac(hostMac), dstMac: parseMac(GUEST_MAC), src: ip(HOST), dst: ip(GUEST), srcPort: 1, dstPort: 2, data: new Uint8Array(size - 42).fill(0xa5) });
-      const inFile = file(`rx-${size}.bin`, inbound);
-      const sender = () => runC(['send', NAME, inFile, String(o.seconds + 0.6)]);
+      const sender = makeSender(udpFrame(size, true), o.seconds);
       for (const mrg of [true, false]) {
         const rx: Pair = { ts: [], c: [] };
         for (let rep = 0; rep < o.reps; rep++) {
@@ -232,18 +288,8 @@ export async function runNetBench(o: NetBenchOptions): Promise<Row[]> {
     rows.push(...rowsFor('receive 64 KB USO super-frames', srx, 'gbps', 'C read() loop, vnet header'));
 
     rows.push(...(await soak(o, hostMac, port, file)));
-  } finally {
-    sink.close();
-    try {
-      const t = Tap.attach(NAME);
-      t.setPersistent(false);
-      t.close();
-    } catch {
-      // already gone
-    }
-    rmSync(dir, { recursive: true, force: true });
-  }
-  return rows;
+    return rows;
+  });
 }
 
 /** Resident memory over a run with traffic both ways: growth after a warm-up must stay under 5 MB. */

@@ -7,6 +7,7 @@ import { canMakeNetns, insideNetns, runInNetns } from '../scripts/netns.mjs';
 import { printTable, type Row, writeSuite } from './lib/report.js';
 import { runGuestBench } from './guest.js';
 import { runNetBench } from './net.js';
+import { runObserveBench } from './observe.js';
 import { runRingBench } from './ring.js';
 import { runTapBench } from './tap.js';
 
@@ -28,6 +29,10 @@ const SUITES: Record<string, { needsTap: boolean; run: (o: { seconds: number; re
   tap: {
     needsTap: true,
     run: (o) => runTapBench({ ...o, sizes: [64, 1500], progress }),
+  },
+  observe: {
+    needsTap: true,
+    run: (o) => runObserveBench({ ...o, progress }),
   },
 };
 

@@ -98,7 +98,7 @@ describeGuest('a Linux guest through the vhost-user back-end', () => {
       const run = await s.boot();
       expect(run.output).toContain('VT-PING-OK');
       s.close();
-      capture.close();
+      await capture.close();
       const m = s.backend.device.metrics;
       const rows = tsharkFields(pcap, ['frame.number', 'icmp.type', 'ip.src', 'frame.comment']);
       expect(rows.length).toBe(m.txPackets + m.rxPackets);
@@ -116,7 +116,7 @@ describeGuest('a Linux guest through the vhost-user back-end', () => {
       for (const t of ['kick', 'pop', 'used', 'notify_decision', 'interrupt']) expect(counts.get(t) ?? 0, t).toBeGreaterThan(0);
     } finally {
       s.close();
-      capture.close();
+      await capture.close();
     }
   }, 150_000);
 

@@ -223,7 +223,7 @@ describe('capture', () => {
       r.peer.write(Buffer.concat([hdr, f]));
       const deadline = Date.now() + 2000;
       while (r.dev.metrics.rxPackets === 0 && Date.now() < deadline) await sleep(5);
-      capture.close();
+      await capture.close();
       const rows = tsharkFields(file, ['frame.len', 'frame.comment']);
       expect(rows.map((x) => x[0])).toEqual(['9000', '9000']);
       expect(rows[0]![1]).toContain('from guest, transmitq 1');

@@ -181,7 +181,7 @@ async function vhostUser(args: string[]): Promise<number> {
   tap.close();
   trace?.close();
   if (capture !== null) {
-    capture.close();
+    await capture.close();
     log.ok(`wrote ${capture.frames} frames to ${capture.path}`);
   }
   return 0;

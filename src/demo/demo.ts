@@ -209,8 +209,12 @@ export async function runDemo(o: DemoOptions, log: DemoLog): Promise<number> {
     device.close();
     tap.close();
     if (capture !== undefined) {
-      capture.close();
-      log.ok(`wrote ${capture.frames} frames to ${capture.path} (pcapng; each frame's virtio_net_hdr in its comment)`);
+      try {
+        await capture.close();
+        log.ok(`wrote ${capture.frames} frames to ${capture.path} (pcapng; each frame's virtio_net_hdr in its comment)`);
+      } catch (err) {
+        log.fail((err as Error).message);
+      }
     }
     const br = hostSide?.createdBridge ?? null;
     if (br !== null) {

@@ -236,6 +236,7 @@ export class RxQueue {
     const e = this.e;
     const plan = this.plan;
     const done = this.tap.readBatch(plan);
+    if (this.observer !== null) this.observer.batch(); // trace-hook
     const filter = this.ctx.filter.active;
     const keep = this.keepFlags;
     keep.fill(1, 0, this.held);
@@ -257,7 +258,7 @@ export class RxQueue {
       }
       keep[i] = 0;
       this.deliver(i, r, 1);
-      if (this.observer !== null) this.observer.frame(false, this.index, plan.plan, at, r, 1);
+      if (this.observer !== null) this.observer.frame(false, this.index, plan.plan, at, r, 1); // trace-hook
       this.q.addUsed(e.head[i]!, r, e.slots[i]!);
     }
     this.retain();
@@ -277,6 +278,7 @@ export class RxQueue {
     }
     const res = this.mergeResults;
     const frames = this.tap.readMergeable(this.plan, this.minNeed, this.need, res);
+    if (this.observer !== null) this.observer.batch(); // trace-hook
     const filter = this.ctx.filter.active;
     const keep = this.keepFlags;
     keep.fill(1, 0, this.held);
@@ -310,7 +312,7 @@ export class RxQueue {
         left -= take;
       }
       this.deliver(g, bytes, k);
-      if (this.observer !== null) this.observer.frame(false, this.index, p, frameAt, bytes, k);
+      if (this.observer !== null) this.observer.frame(false, this.index, p, frameAt, bytes, k); // trace-hook
       this.limiter.charge(bytes);
       g += k;
       delivered++;
@@ -359,6 +361,7 @@ export class RxQueue {
       return this.waitForBuffers(end) ? 1 : 0;
     }
     const done = this.tap.readBatch(plan);
+    if (this.observer !== null) this.observer.batch(); // trace-hook
     const r = done > 0 ? plan.results[0]! : -EAGAIN;
     if (r === -EFAULT && room < this.need) {
       // The frame was larger than every buffer offered for it: the TAP drops
@@ -392,7 +395,7 @@ export class RxQueue {
     }
     if (used < k) this.q.restorePosition(e.pos[used]!);
     this.deliver(0, r, used);
-    if (this.observer !== null) this.observer.frame(false, this.index, plan.plan, 0, r, used);
+    if (this.observer !== null) this.observer.frame(false, this.index, plan.plan, 0, r, used); // trace-hook
     this.limiter.charge(r);
     this.flush();
     return 1;
@@ -465,7 +468,7 @@ export class RxQueue {
 
   private drop(reason: DropReason): void {
     this.ctx.metrics.drops[reason]++;
-    if (this.observer !== null) this.observer.drop(this.index, reason);
+    if (this.observer !== null) this.observer.drop(this.index, reason); // trace-hook
   }
 
   private flush(): void {

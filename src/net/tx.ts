@@ -141,6 +141,7 @@ export class TxQueue {
     const e = this.e;
     const p = this.plan.plan;
     let at = 0; // plan position of the next planned frame
+    if (this.observer !== null) this.observer.batch(); // trace-hook
     for (let i = 0; i < n; i++) {
       const f = e.frame[i]!;
       if (f < 0) {
@@ -159,7 +160,7 @@ export class TxQueue {
         this.ctx.updateWatch();
         return i;
       }
-      if (this.observer !== null) this.observer.frame(true, this.index, p, start, r, 1);
+      if (this.observer !== null) this.observer.frame(true, this.index, p, start, r, 1); // trace-hook
       if (r >= 0) {
         m.txPackets++;
         m.txBytes += r;
@@ -174,7 +175,7 @@ export class TxQueue {
 
   private drop(reason: DropReason): void {
     this.ctx.metrics.drops[reason]++;
-    if (this.observer !== null) this.observer.drop(this.index, reason);
+    if (this.observer !== null) this.observer.drop(this.index, reason); // trace-hook
   }
 
   private complete(count: number): void {

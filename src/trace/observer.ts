@@ -3,14 +3,13 @@
 // itself into a capture. The queues hold null here unless tracing or capture
 // is on, and test that one field per batch.
 import type { GuestMemory } from '../virtio/guest-memory.js';
-import type { PcapWriter } from './pcap.js';
+import { PcapWriter } from './pcap.js';
 import type { Tracer } from './trace.js';
 
 export class FrameObserver {
   readonly tracer: Tracer | null;
   readonly capture: PcapWriter | null;
   private readonly byIo = new Map<number, Uint8Array>();
-  private readonly scratch = new Uint8Array(65536 + 64);
 
   constructor(mem: GuestMemory, tracer: Tracer | null, capture: PcapWriter | null) {
     this.tracer = tracer;
@@ -30,32 +29,37 @@ export class FrameObserver {
       if (outbound) t.emit({ type: 'tap_write', queue, bytes: bytes < 0 ? 0 : bytes, result: bytes });
       else t.emit({ type: 'tap_read', queue, bytes, buffers });
     }
-    if (this.capture === null || bytes <= 0) return;
-    const n = this.gather(plan, at, bytes);
-    this.capture.frame(outbound, queue, this.scratch, 0, n);
+    const c = this.capture;
+    if (c === null || bytes <= 0) return;
+    const o = c.reserve(bytes);
+    if (o < 0) return;
+    this.gather(plan, at, Math.min(bytes, PcapWriter.MAX_FRAME), c.bytes, o);
+    c.commit(outbound, queue, bytes);
+  }
+
+  /** A batch of I/O is done: its frames share this timestamp. */
+  batch(): void {
+    if (this.capture !== null) this.capture.stamp();
   }
 
   drop(queue: number, reason: string): void {
     if (this.tracer !== null) this.tracer.emit({ type: 'drop', queue, reason });
   }
 
-  // Copies the frame's first `bytes` bytes out of guest memory.
-  private gather(plan: Float64Array, start: number, bytes: number): number {
-    const dst = this.scratch;
+  // Copies the frame's first `want` bytes out of guest memory to dst[to...].
+  private gather(plan: Float64Array, start: number, want: number, dst: Uint8Array, to: number): void {
     let got = 0;
     let at = start;
-    const want = Math.min(bytes, dst.length);
     while (got < want && at < plan.length) {
       const count = plan[at]!;
       for (let s = 0; s < count && got < want; s++) {
         const src = this.byIo.get(plan[at + 1 + 3 * s]!);
         const off = plan[at + 2 + 3 * s]!;
         const take = Math.min(plan[at + 3 + 3 * s]!, want - got);
-        if (src !== undefined) dst.set(src.subarray(off, off + take), got);
+        if (src !== undefined) dst.set(src.subarray(off, off + take), to + got);
         got += take;
       }
       at += 1 + 3 * count;
     }
-    return got;
   }
 }

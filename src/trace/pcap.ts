@@ -2,7 +2,7 @@
 // tcpdump, tshark and Wireshark read. Each frame's virtio_net_hdr is kept as
 // the packet's comment (shown by tshark as frame.comment), and its direction
 // as the packet's flags: outbound = sent by the guest, inbound = to the guest.
-import { closeSync, openSync, writeSync } from 'node:fs';
+import { closeSync, openSync, write, writeSync } from 'node:fs';
 
 import { NET_HDR_SIZE, VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM } from '../net/constants.js';
 
@@ -21,7 +21,10 @@ const MAX_BLOCK = 65536 + 256 + 64;
 
 const pad4 = (n: number): number => (n + 3) & ~3;
 
-/** The virtio_net_hdr as a comment a person can read. */
+/**
+ * The virtio_net_hdr as a comment a person can read. Fields that only mean
+ * something with checksum offload or GSO are left out when those are off.
+ */
 export function describeNetHeader(h: Uint8Array, at: number): string {
   const dv = new DataView(h.buffer, h.byteOffset + at, NET_HDR_SIZE);
   const flags = dv.getUint8(0);
@@ -30,11 +33,12 @@ export function describeNetHeader(h: Uint8Array, at: number): string {
   if ((flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) names.push('NEEDS_CSUM');
   if ((flags & VIRTIO_NET_HDR_F_DATA_VALID) !== 0) names.push('DATA_VALID');
   const gsoName = (GSO_NAMES[gso & 0x7f] ?? `${gso & 0x7f}`) + ((gso & 0x80) !== 0 ? '|ECN' : '');
-  return (
-    `virtio_net_hdr flags=${flags}${names.length > 0 ? `(${names.join('|')})` : ''} gso_type=${gsoName}` +
-    ` hdr_len=${dv.getUint16(2, true)} gso_size=${dv.getUint16(4, true)} csum_start=${dv.getUint16(6, true)}` +
-    ` csum_offset=${dv.getUint16(8, true)} num_buffers=${dv.getUint16(10, true)}`
-  );
+  let text = `virtio_net_hdr flags=${flags}${names.length > 0 ? `(${names.join('|')})` : ''} gso_type=${gsoName}`;
+  if (gso !== 0 || dv.getUint16(2, true) !== 0) text += ` hdr_len=${dv.getUint16(2, true)} gso_size=${dv.getUint16(4, true)}`;
+  if ((flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0 || dv.getUint16(6, true) !== 0) {
+    text += ` csum_start=${dv.getUint16(6, true)} csum_offset=${dv.getUint16(8, true)}`;
+  }
+  return `${text} num_buffers=${dv.getUint16(10, true)}`;
 }
 
 /** Thrown when a capture file cannot be opened or written. */
@@ -43,125 +47,222 @@ export class CaptureError extends Error {
   readonly code = 'ERR_VIRTIO_TAP_CAPTURE';
 }
 
+/** A block buffer: bytes, the same as 32-bit words (blocks are 4-aligned), and how full. */
+interface Chunk {
+  bytes: Buffer;
+  words: Uint32Array;
+}
+
+const CHUNK = 1 << 21;
+const CHUNKS = 4;
+
 /**
- * A pcapng file being written. Frames are buffered and written in large
- * blocks; close() writes what is left. Not for use from two threads.
+ * A pcapng file being written. Frames are copied into large buffers, each
+ * written by the thread pool at its own file offset while the next fills, so
+ * the packet path pays for a copy, not for the file system. When every
+ * buffer is still being written, the packet path writes one itself (slower,
+ * never lossy). close() resolves when everything is in the file.
  */
 export class PcapWriter {
   readonly path: string;
   /** Frames written, and frames too large to record whole (recorded cut, counted). */
   frames = 0;
   truncated = 0;
+  /** Buffers the packet path had to write itself because the thread pool was behind. */
+  syncWrites = 0;
   private fd: number;
-  private readonly buf: Buffer;
+  private readonly free: Chunk[] = [];
+  private cur: Chunk;
   private pos = 0;
+  private filePos = 0;
+  private pending = 0;
+  private failure: Error | null = null;
+  private closing: { resolve: () => void; reject: (e: Error) => void } | null = null;
+  private done: Promise<void> | null = null;
   private readonly timeBase: number;
-  // The last header seen and its encoded comment, per direction and queue: most frames repeat it.
+  /** Microseconds since the epoch for the frames being recorded (see stamp). */
+  private nowUs = 0;
+  // The last header seen and its encoded comment option, per direction and queue: most frames repeat it.
   private readonly lastHeader = new Uint8Array(NET_HDR_SIZE + 1);
   private lastQueue = -1;
-  private lastComment: Buffer = Buffer.alloc(0);
+  private lastOption = new Uint8Array(0);
 
-  constructor(path: string, bufferBytes = 1 << 22) {
+  constructor(path: string) {
     this.path = path;
     try {
       this.fd = openSync(path, 'w');
     } catch (e) {
       throw new CaptureError(`cannot open capture file ${path}: ${(e as Error).message}`);
     }
-    this.buf = Buffer.allocUnsafe(Math.max(bufferBytes, 2 * MAX_BLOCK));
+    for (let i = 0; i < CHUNKS; i++) {
+      const ab = new ArrayBuffer(CHUNK);
+      this.free.push({ bytes: Buffer.from(ab), words: new Uint32Array(ab) });
+    }
+    this.cur = this.free.pop()!;
     this.timeBase = Date.now() * 1000 - performance.now() * 1000;
+    this.stamp();
     this.sectionHeader();
     this.interface();
   }
 
   get closed(): boolean {
-    return this.fd < 0;
+    return this.fd < 0 || this.closing !== null;
+  }
+
+  /** Takes the time for the frames recorded next (one batch of I/O shares one timestamp). */
+  stamp(): void {
+    this.nowUs = this.timeBase + performance.now() * 1000;
   }
 
   /**
-   * One frame: `data[at, at + len)` holds its virtio_net_hdr then the
-   * Ethernet frame. `outbound`: sent by the guest. `queue`: the virtqueue.
+   * Room for one frame of up to `len` bytes (virtio_net_hdr included): copy
+   * the header and frame to `bytes` at the offset returned, then call
+   * commit(). Returns -1 when closed.
    */
-  frame(outbound: boolean, queue: number, data: Uint8Array, at: number, len: number): void {
-    if (this.fd < 0 || len < NET_HDR_SIZE) return;
-    const comment = this.comment(outbound, queue, data, at);
+  reserve(len: number): number {
+    if (this.closed) return -1;
+    const need = 28 + pad4(Math.min(len, MAX_BLOCK)) + 320;
+    if (this.pos + need > CHUNK) this.submit();
+    // The header lands over the block's time and length fields, which commit() fills after reading it.
+    return this.pos + 28 - NET_HDR_SIZE;
+  }
+
+  /** The most of a frame (header included) one record holds; longer frames are cut and counted. */
+  static readonly MAX_FRAME = MAX_BLOCK - 320 + NET_HDR_SIZE;
+
+  /** The buffer reserve() points into. */
+  get bytes(): Buffer {
+    return this.cur.bytes;
+  }
+
+  /** Records the frame copied at reserve()'s offset: `len` bytes, header first. */
+  commit(outbound: boolean, queue: number, len: number): void {
+    const b = this.cur.bytes;
+    const w = this.cur.words;
+    const p = this.pos;
+    const option = this.commentOption(outbound, queue, b, p + 28 - NET_HDR_SIZE);
     let frameLen = len - NET_HDR_SIZE;
     const original = frameLen;
-    const room = MAX_BLOCK - 64 - comment.length;
-    if (frameLen > room) {
-      frameLen = room;
+    if (frameLen > MAX_BLOCK - 320) {
+      frameLen = MAX_BLOCK - 320;
       this.truncated++;
     }
-    const total = 28 + pad4(frameLen) + 4 + pad4(comment.length) + 16;
-    if (this.pos + total > this.buf.length) this.flush();
-    const b = this.buf;
-    let p = this.pos;
-    const us = this.timeBase + performance.now() * 1000;
-    b.writeUInt32LE(BLOCK_EPB, p);
-    b.writeUInt32LE(total, p + 4);
-    b.writeUInt32LE(0, p + 8); // interface 0
-    b.writeUInt32LE(Math.floor(us / 4294967296), p + 12);
-    b.writeUInt32LE(Math.floor(us) >>> 0, p + 16);
-    b.writeUInt32LE(frameLen, p + 20);
-    b.writeUInt32LE(original, p + 24);
-    p += 28;
-    b.set(data.subarray(at + NET_HDR_SIZE, at + NET_HDR_SIZE + frameLen), p);
-    p += frameLen;
-    b.fill(0, p, this.pos + 28 + pad4(frameLen));
-    p = this.pos + 28 + pad4(frameLen);
-    b.writeUInt16LE(OPT_COMMENT, p);
-    b.writeUInt16LE(comment.length, p + 2);
-    comment.copy(b, p + 4);
-    b.fill(0, p + 4 + comment.length, p + 4 + pad4(comment.length));
-    p += 4 + pad4(comment.length);
-    b.writeUInt16LE(EPB_FLAGS, p);
-    b.writeUInt16LE(4, p + 2);
-    b.writeUInt32LE(outbound ? DIR_OUTBOUND : DIR_INBOUND, p + 4);
-    b.writeUInt32LE(OPT_END, p + 8);
-    b.writeUInt32LE(total, p + 12);
-    this.pos += total;
+    const padded = pad4(frameLen);
+    b.fill(0, p + 28 + frameLen, p + 28 + padded);
+    let q = p + 28 + padded;
+    b.set(option, q); // comment, padded
+    q += option.length;
+    w[q >> 2] = EPB_FLAGS | (4 << 16);
+    w[(q >> 2) + 1] = outbound ? DIR_OUTBOUND : DIR_INBOUND;
+    w[(q >> 2) + 2] = OPT_END;
+    const total = q + 16 - p;
+    w[(q >> 2) + 3] = total;
+    const us = this.nowUs;
+    w[p >> 2] = BLOCK_EPB;
+    w[(p >> 2) + 1] = total;
+    w[(p >> 2) + 2] = 0; // interface 0
+    w[(p >> 2) + 3] = Math.floor(us / 4294967296);
+    w[(p >> 2) + 4] = us >>> 0;
+    w[(p >> 2) + 5] = frameLen;
+    w[(p >> 2) + 6] = original;
+    this.pos = p + total;
     this.frames++;
   }
 
-  /** Writes what is buffered. */
-  flush(): void {
-    if (this.fd < 0 || this.pos === 0) return;
-    let off = 0;
+  /** One frame from a buffer: `data[at, at + len)` is its virtio_net_hdr, then the frame. */
+  frame(outbound: boolean, queue: number, data: Uint8Array, at: number, len: number): void {
+    const o = this.reserve(len);
+    if (o < 0 || len < NET_HDR_SIZE) return;
+    const n = Math.min(len, PcapWriter.MAX_FRAME);
+    this.cur.bytes.set(data.subarray(at, at + n), o);
+    this.commit(outbound, queue, len);
+  }
+
+  /** Writes everything and closes the file; resolves when all is in the file. */
+  close(): Promise<void> {
+    if (this.done !== null) return this.done;
+    if (this.fd < 0) return (this.done = Promise.resolve());
+    this.done = new Promise<void>((resolve, reject) => {
+      this.closing = { resolve, reject };
+    });
+    this.done.catch(() => {}); // not waiting is allowed: no unhandled rejection (the error stays on the promise)
     try {
-      while (off < this.pos) off += writeSync(this.fd, this.buf, off, this.pos - off);
-    } catch (e) {
+      if (this.pos > 0) this.writeNow(this.cur, this.pos);
       this.pos = 0;
-      throw new CaptureError(`cannot write capture file ${this.path}: ${(e as Error).message}`);
+    } catch (e) {
+      this.failure ??= e as Error;
     }
+    this.finishIfIdle();
+    return this.done;
+  }
+
+  // Hands the current buffer to the thread pool and takes a free one; writes it here when none is free.
+  private submit(): void {
+    if (this.pos === 0) return;
+    const next = this.free.pop();
+    if (next === undefined) {
+      this.syncWrites++;
+      this.writeNow(this.cur, this.pos);
+      this.pos = 0;
+      return;
+    }
+    const chunk = this.cur;
+    const len = this.pos;
+    const at = this.filePos;
+    this.filePos += len;
+    this.pending++;
+    write(this.fd, chunk.bytes, 0, len, at, (err) => {
+      this.pending--;
+      if (err !== null) this.failure ??= err;
+      this.free.push(chunk);
+      this.finishIfIdle();
+    });
+    this.cur = next;
     this.pos = 0;
   }
 
-  close(): void {
-    if (this.fd < 0) return;
+  private writeNow(chunk: Chunk, len: number): void {
+    let off = 0;
     try {
-      this.flush();
+      while (off < len) off += writeSync(this.fd, chunk.bytes, off, len - off, this.filePos + off);
+    } catch (e) {
+      throw new CaptureError(`cannot write capture file ${this.path}: ${(e as Error).message}`);
     } finally {
-      closeSync(this.fd);
-      this.fd = -1;
+      this.filePos += len;
     }
   }
 
-  private comment(outbound: boolean, queue: number, data: Uint8Array, at: number): Buffer {
+  private finishIfIdle(): void {
+    if (this.closing === null || this.pending > 0 || this.fd < 0) return;
+    closeSync(this.fd);
+    this.fd = -1;
+    const c = this.closing;
+    if (this.failure !== null) c.reject(new CaptureError(`cannot write capture file ${this.path}: ${this.failure.message}`));
+    else c.resolve();
+  }
+
+  // The comment option (code, length, text, padding) for this header, cached.
+  private commentOption(outbound: boolean, queue: number, data: Uint8Array, at: number): Uint8Array {
     const last = this.lastHeader;
     let same = this.lastQueue === queue && last[NET_HDR_SIZE] === (outbound ? 1 : 0);
     for (let i = 0; same && i < NET_HDR_SIZE; i++) if (last[i] !== data[at + i]) same = false;
-    if (same) return this.lastComment;
+    if (same) return this.lastOption;
     last.set(data.subarray(at, at + NET_HDR_SIZE));
     last[NET_HDR_SIZE] = outbound ? 1 : 0;
     this.lastQueue = queue;
-    this.lastComment = Buffer.from(`${describeNetHeader(data, at)}; ${outbound ? 'from guest, transmitq' : 'to guest, receiveq'} ${queue}`);
-    return this.lastComment;
+    const text = Buffer.from(`${describeNetHeader(data, at)}; ${outbound ? 'from guest, transmitq' : 'to guest, receiveq'} ${queue}`);
+    const opt = new Uint8Array(4 + pad4(text.length));
+    new DataView(opt.buffer).setUint16(0, OPT_COMMENT, true);
+    new DataView(opt.buffer).setUint16(2, text.length, true);
+    opt.set(text, 4);
+    this.lastOption = opt;
+    return opt;
   }
 
   private sectionHeader(): void {
     const appl = Buffer.from('virtio-tap');
     const total = 28 + 4 + pad4(appl.length) + 4;
-    const b = this.buf;
+    const b = this.cur.bytes;
     const p = this.pos;
     b.fill(0, p, p + total);
     b.writeUInt32LE(BLOCK_SHB, p);
@@ -181,7 +282,7 @@ export class PcapWriter {
   private interface(): void {
     const name = Buffer.from('virtio-tap');
     const total = 16 + 4 + pad4(name.length) + 4 + 4;
-    const b = this.buf;
+    const b = this.cur.bytes;
     const p = this.pos;
     b.fill(0, p, p + total);
     b.writeUInt32LE(BLOCK_IDB, p);

@@ -68,7 +68,7 @@ export abstract class VirtioDeviceCore extends EventEmitter {
 
   /** Raises an interrupt (traced). */
   protected raise(kind: InterruptKind, queue: number): void {
-    if (this.tracer !== null) this.tracer.emit({ type: 'interrupt', kind, queue });
+    if (this.tracer !== null) this.tracer.emit({ type: 'interrupt', kind, queue }); // trace-hook
     this.raiseFn(kind, queue);
   }
 
@@ -115,14 +115,12 @@ export abstract class VirtioDeviceCore extends EventEmitter {
     if ((v & VIRTIO_CONFIG_S_FEATURES_OK) !== 0 && (this.status & VIRTIO_CONFIG_S_FEATURES_OK) === 0) {
       const why = this.featuresRefusal(this.driverFeatures);
       if (why !== null) v &= ~VIRTIO_CONFIG_S_FEATURES_OK;
-      if (this.tracer !== null) {
-        this.tracer.emit({ type: 'features', offered: this.deviceFeatures, driver: this.driverFeatures, accepted: why === null, ...(why === null ? {} : { reason: why }) });
-      }
+      if (this.tracer !== null) this.tracer.emit({ type: 'features', offered: this.deviceFeatures, driver: this.driverFeatures, accepted: why === null, ...(why === null ? {} : { reason: why }) }); // trace-hook
     }
     const wasRunning = (this.status & VIRTIO_CONFIG_S_DRIVER_OK) !== 0;
     const from = this.status;
     this.status = v | (this.status & VIRTIO_CONFIG_S_NEEDS_RESET);
-    if (this.tracer !== null) this.tracer.emit({ type: 'status', from, to: this.status });
+    if (this.tracer !== null) this.tracer.emit({ type: 'status', from, to: this.status }); // trace-hook
     if (!wasRunning && (v & VIRTIO_CONFIG_S_DRIVER_OK) !== 0 && (v & VIRTIO_CONFIG_S_FAILED) === 0) this.onDriverOk();
   }
 
@@ -153,16 +151,19 @@ export abstract class VirtioDeviceCore extends EventEmitter {
     };
     const q = hasFeature(f, VIRTIO_F_RING_PACKED) ? new PackedQueue(mem, addresses, qf) : new SplitQueue(mem, addresses, qf);
     this.queues[i] = q;
-    if (this.tracer !== null) {
-      q.trace = { tracer: this.tracer, queue: i };
-      this.tracer.emit({ type: 'queue_ready', queue: i, layout: q.layout, ...q.addresses, ...qf });
-    }
+    if (this.tracer !== null) this.traceQueue(this.tracer, i, q); // trace-hook
     return q;
+  }
+
+  private traceQueue(tracer: Tracer, i: number, q: DeviceQueue): void {
+    q.trace = { tracer, queue: i };
+    const { eventIdx, indirect, inOrder } = q instanceof SplitQueue || q instanceof PackedQueue ? q.features : { eventIdx: false, indirect: false, inOrder: false };
+    tracer.emit({ type: 'queue_ready', queue: i, layout: q.layout, ...q.addresses, eventIdx, indirect, inOrder });
   }
 
   /** A driver notification for queue i. Ignored (and counted) unless running. */
   kick(i: number): void {
-    if (this.tracer !== null) this.tracer.emit({ type: 'kick', queue: i });
+    if (this.tracer !== null) this.tracer.emit({ type: 'kick', queue: i }); // trace-hook
     const q = this.queues[i];
     if (!this.running || q === null || q === undefined) {
       this.coreStats.kicksIgnored++;
@@ -180,14 +181,14 @@ export abstract class VirtioDeviceCore extends EventEmitter {
     this.status |= VIRTIO_CONFIG_S_NEEDS_RESET;
     this.brokenReason = typeof reason === 'number' ? chainFaultName(reason) : reason;
     this.coreStats.broken++;
-    if (this.tracer !== null) this.tracer.emit({ type: 'broken', reason: this.brokenReason });
+    if (this.tracer !== null) this.tracer.emit({ type: 'broken', reason: this.brokenReason }); // trace-hook
     this.onBroken();
     this.raise('config', -1);
   }
 
   /** Back to the initial state: status 0, no features, no queues. */
   reset(): void {
-    if (this.tracer !== null) this.tracer.emit({ type: 'reset' });
+    if (this.tracer !== null) this.tracer.emit({ type: 'reset' }); // trace-hook
     this.status = 0;
     this.driverFeatures = 0n;
     this.brokenReason = '';

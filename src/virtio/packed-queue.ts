@@ -88,7 +88,7 @@ export class PackedQueue implements DeviceQueue {
   }
 
   popChain(chain: DescriptorChain): number {
-    if (this.trace !== null) return this.tracedPop(chain, this.trace);
+    if (this.trace !== null) return this.tracedPop(chain, this.trace); // trace-hook
     return this.pop(chain);
   }
 
@@ -180,7 +180,7 @@ export class PackedQueue implements DeviceQueue {
 
   addUsed(id: number, len: number, slots: number): void {
     const i = this.usedIdx;
-    if (this.trace !== null) this.trace.tracer.emit({ type: 'used', queue: this.trace.queue, layout: 'packed', id, len, at: i, wrap: this.usedWrap });
+    if (this.trace !== null) this.trace.tracer.emit({ type: 'used', queue: this.trace.queue, layout: 'packed', id, len, at: i, wrap: this.usedWrap }); // trace-hook
     this.desc32[i * 4 + 2] = len;
     this.desc16[i * 8 + 6] = id;
     // §2.8, "Driver and Device Ring Wrap Counters": a used descriptor has AVAIL and USED both equal to the used wrap counter.
@@ -207,7 +207,7 @@ export class PackedQueue implements DeviceQueue {
       offWrap = Atomics.load(this.driverEvent, 0);
       notify = packedNeedEvent(this.size, offWrap, next, old);
     } else notify = true;
-    if (this.trace !== null) this.traceNotify(this.trace, flags, offWrap, old, next, notify);
+    if (this.trace !== null) this.traceNotify(this.trace, flags, offWrap, old, next, notify); // trace-hook
     if (notify) this.stats.notificationsSent++;
     else this.stats.notificationsSuppressed++;
     return notify;
@@ -229,6 +229,11 @@ export class PackedQueue implements DeviceQueue {
     });
   }
 
+  private traceKicksOn(t: QueueTraceTarget): void {
+    const ev = this.features.eventIdx ? { availEvent: this.nextAvail, wrap: this.availWrap } : {};
+    t.tracer.emit({ type: 'kick_suppression', queue: t.queue, layout: 'packed', enabled: true, ...ev });
+  }
+
   /** The driver's event suppression (off_wrap, flags), for traces. */
   get driverEventSuppression(): { offWrap: number; flags: number } {
     return { offWrap: this.driverEvent[0] as number, flags: this.driverEvent[1] as number };
@@ -236,7 +241,7 @@ export class PackedQueue implements DeviceQueue {
 
   disableNotifications(): void {
     Atomics.store(this.deviceEvent, 1, RING_EVENT_FLAGS_DISABLE);
-    if (this.trace !== null) this.trace.tracer.emit({ type: 'kick_suppression', queue: this.trace.queue, layout: 'packed', enabled: false });
+    if (this.trace !== null) this.trace.tracer.emit({ type: 'kick_suppression', queue: this.trace.queue, layout: 'packed', enabled: false }); // trace-hook
   }
 
   enableNotifications(): boolean {
@@ -246,10 +251,7 @@ export class PackedQueue implements DeviceQueue {
     } else {
       Atomics.store(this.deviceEvent, 1, RING_EVENT_FLAGS_ENABLE);
     }
-    if (this.trace !== null) {
-      const ev = this.features.eventIdx ? { availEvent: this.nextAvail, wrap: this.availWrap } : {};
-      this.trace.tracer.emit({ type: 'kick_suppression', queue: this.trace.queue, layout: 'packed', enabled: true, ...ev });
-    }
+    if (this.trace !== null) this.traceKicksOn(this.trace); // trace-hook
     return this.hasAvailable();
   }
 
@@ -273,9 +275,7 @@ export class PackedQueue implements DeviceQueue {
   restorePosition(position: number): void {
     const to = position & 0xffff;
     const wrap = (position >>> 16) & 1;
-    if (this.trace !== null && (to !== this.nextAvail || wrap !== this.availWrap)) {
-      this.trace.tracer.emit({ type: 'unpop', queue: this.trace.queue, to, wrap });
-    }
+    if (this.trace !== null && (to !== this.nextAvail || wrap !== this.availWrap)) this.trace.tracer.emit({ type: 'unpop', queue: this.trace.queue, to, wrap }); // trace-hook
     this.nextAvail = to;
     this.availWrap = wrap;
   }

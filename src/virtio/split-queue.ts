@@ -72,7 +72,7 @@ export class SplitQueue implements DeviceQueue {
   }
 
   popChain(chain: DescriptorChain): number {
-    if (this.trace !== null) return this.tracedPop(chain, this.trace);
+    if (this.trace !== null) return this.tracedPop(chain, this.trace); // trace-hook
     return this.pop(chain);
   }
 
@@ -166,7 +166,7 @@ export class SplitQueue implements DeviceQueue {
   }
 
   addUsed(id: number, len: number, _slots: number): void {
-    if (this.trace !== null) this.trace.tracer.emit({ type: 'used', queue: this.trace.queue, layout: 'split', id, len, at: this.usedIdx });
+    if (this.trace !== null) this.trace.tracer.emit({ type: 'used', queue: this.trace.queue, layout: 'split', id, len, at: this.usedIdx }); // trace-hook
     const slot = this.usedIdx & this.mask;
     this.used32[1 + slot * 2] = id;
     this.used32[2 + slot * 2] = len;
@@ -189,7 +189,7 @@ export class SplitQueue implements DeviceQueue {
       seen = Atomics.load(this.avail, 0);
       notify = (seen & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
     }
-    if (this.trace !== null) this.traceNotify(this.trace, seen, old, newIdx, notify);
+    if (this.trace !== null) this.traceNotify(this.trace, seen, old, newIdx, notify); // trace-hook
     if (notify) this.stats.notificationsSent++;
     else this.stats.notificationsSuppressed++;
     return notify;
@@ -216,9 +216,7 @@ export class SplitQueue implements DeviceQueue {
 
   disableNotifications(): void {
     if (!this.features.eventIdx) this.used16[0] = (this.used16[0] as number) | VIRTQ_USED_F_NO_NOTIFY;
-    if (this.trace !== null && !this.features.eventIdx) {
-      this.trace.tracer.emit({ type: 'kick_suppression', queue: this.trace.queue, layout: 'split', enabled: false });
-    }
+    if (this.trace !== null) this.traceKicks(this.trace, false); // trace-hook
   }
 
   enableNotifications(): boolean {
@@ -228,11 +226,15 @@ export class SplitQueue implements DeviceQueue {
     } else {
       Atomics.store(this.used16, 0, (this.used16[0] as number) & ~VIRTQ_USED_F_NO_NOTIFY);
     }
-    if (this.trace !== null) {
-      const ev = this.features.eventIdx ? { availEvent: this.nextAvail } : {};
-      this.trace.tracer.emit({ type: 'kick_suppression', queue: this.trace.queue, layout: 'split', enabled: true, ...ev });
-    }
+    if (this.trace !== null) this.traceKicks(this.trace, true); // trace-hook
     return this.hasAvailable();
+  }
+
+  // What the device asked of the driver's kicks. Disabling with EVENT_IDX writes nothing: no event.
+  private traceKicks(t: QueueTraceTarget, enabled: boolean): void {
+    const e = this.features.eventIdx;
+    if (!enabled && e) return;
+    t.tracer.emit({ type: 'kick_suppression', queue: t.queue, layout: 'split', enabled, ...(enabled && e ? { availEvent: this.nextAvail } : {}) });
   }
 
   setBase(base: number): void {
@@ -251,7 +253,7 @@ export class SplitQueue implements DeviceQueue {
 
   restorePosition(position: number): void {
     const to = position & 0xffff;
-    if (this.trace !== null && to !== this.nextAvail) this.trace.tracer.emit({ type: 'unpop', queue: this.trace.queue, to });
+    if (this.trace !== null && to !== this.nextAvail) this.trace.tracer.emit({ type: 'unpop', queue: this.trace.queue, to }); // trace-hook
     this.nextAvail = to;
   }
 
