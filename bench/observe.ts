@@ -108,7 +108,7 @@ export async function runObserveBench(o: { seconds: number; reps: number; chains
     async () => ringRate(SplitQueue, ringChains),
     async () => ringRate(bare.split.SplitQueue, ringChains),
   );
-  rows.push(row('tracing and capture off: virtqueue, split, 1 descriptor', 'throughput', withHooks, 'chains/s', { name: `a build without them (${removed} lines removed)`, value: without }));
+  rows.push(row('tracing and capture off: virtqueue, split, 1 descriptor', 'throughput', withHooks, 'chains/s', { name: `a build without them (${removed} lines removed)`, value: without }, { min: 0.98 }));
 
   await withBenchTap(async (t) => {
     const hdr = new Uint8Array(12);
@@ -117,7 +117,7 @@ export async function runObserveBench(o: { seconds: number; reps: number; chains
     const tx = (frame: Uint8Array, lib: DeviceLib, extras: DeviceExtras = {}) => async () => rate(await tsTransmit(frame, o.seconds, lib, extras));
     o.progress(`observe: transmit 64 B on a TAP, hooks vs none, best of ${reps}`);
     const [txOn, txBare] = await sideBySide(reps, tx(frame64, OWN_LIB), tx(frame64, bareLib));
-    rows.push(row('tracing and capture off: transmit 64 B', 'throughput', txOn, 'frames/s', { name: 'a build without them', value: txBare }));
+    rows.push(row('tracing and capture off: transmit 64 B', 'throughput', txOn, 'frames/s', { name: 'a build without them', value: txBare }, { min: 0.98 }));
 
     // Capture writes to a file, a fresh one per run; or to /dev/null, to see the packet path's share without the file system's.
     let n = 0;
@@ -136,7 +136,7 @@ export async function runObserveBench(o: { seconds: number; reps: number; chains
     ] as const) {
       o.progress(`observe: transmit ${size} B, capture on vs off, best of ${reps}`);
       const [on, off] = await sideBySide(reps, () => withCapture((x) => tx(frame, OWN_LIB, x)()), tx(frame, OWN_LIB));
-      rows.push(row(`capture on: transmit ${size} B`, 'throughput', on, 'frames/s', { name: 'capture off', value: off }));
+      rows.push(row(`capture on: transmit ${size} B`, 'throughput', on, 'frames/s', { name: 'capture off', value: off }, { min: 0.8 }));
     }
     o.progress(`observe: transmit 1500 B, capture to /dev/null vs off, best of ${reps}`);
     const [nullOn, nullOff] = await sideBySide(reps, () => withCapture((x) => tx(frame1500, OWN_LIB, x)(), '/dev/null'), tx(frame1500, OWN_LIB));
@@ -147,7 +147,7 @@ export async function runObserveBench(o: { seconds: number; reps: number; chains
     };
     o.progress(`observe: receive 1500 B, capture on vs off, best of ${reps}`);
     const [rxOn, rxOff] = await sideBySide(reps, () => withCapture((x) => rx(x)()), rx());
-    rows.push(row('capture on: receive 1500 B', 'throughput', rxOn, 'frames/s', { name: 'capture off', value: rxOff }));
+    rows.push(row('capture on: receive 1500 B', 'throughput', rxOn, 'frames/s', { name: 'capture off', value: rxOff }, { min: 0.8 }));
     const [rxNull, rxOff2] = await sideBySide(reps, () => withCapture((x) => rx(x)(), '/dev/null'), rx());
     rows.push(row('capture to /dev/null: receive 1500 B', 'throughput', rxNull, 'frames/s', { name: 'capture off', value: rxOff2 }));
 

@@ -72,7 +72,7 @@ export function runRingBench(o: { chains: number; reps: number; progress: (m: st
         worstHeap = Math.max(worstHeap, heapDelta / o.chains);
       }
       const c = `${layout} ${descs}-desc`;
-      rows.push(row(c, `throughput (best of ${o.reps})`, best, 'chains/s', { name: 'target', value: TARGET }));
+      rows.push(row(c, `throughput (best of ${o.reps})`, best, 'chains/s', { name: 'target', value: TARGET }, { min: 1 }));
       rows.push(row(c, `heap growth (worst of ${o.reps})`, worstHeap, 'bytes/chain'));
     }
   }

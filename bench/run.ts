@@ -1,17 +1,23 @@
 // `npm run bench [-- SUITE...] [--seconds S] [--reps N] [--chains N] [--soak S]`: runs benchmark
-// suites, prints a table per suite and writes bench/results/<suite>.json.
+// suites (all by default) with a progress line, prints a table per suite and
+// writes bench/results/<suite>.json; then bench/results/summary.md, the charts
+// in bench/results/charts/ and the README's performance section, from every
+// suite's latest JSON. `npm run bench -- report` only remakes those.
 // Suites that need a TAP run inside a network namespace made for the run.
 import { parseArgs } from 'node:util';
 
 import { canMakeNetns, insideNetns, runInNetns } from '../scripts/netns.mjs';
+import { Progress } from './lib/progress.js';
 import { printTable, type Row, writeSuite } from './lib/report.js';
+import { writeReport } from './lib/summary.js';
 import { runGuestBench } from './guest.js';
 import { runNetBench } from './net.js';
 import { runObserveBench } from './observe.js';
 import { runRingBench } from './ring.js';
 import { runTapBench } from './tap.js';
 
-const progress = (m: string) => process.stderr.write(`  ${m}\n`);
+let bar: Progress | null = null;
+const progress = (m: string) => bar?.step(m);
 
 const SUITES: Record<string, { needsTap: boolean; run: (o: { seconds: number; reps: number; chains: number; soak: number }) => Promise<Row[]> }> = {
   ring: {
@@ -46,7 +52,8 @@ const { values, positionals } = parseArgs({
   },
 });
 
-const chosen = positionals.length > 0 ? positionals : Object.keys(SUITES);
+const reportOnly = positionals.length === 1 && positionals[0] === 'report';
+const chosen = reportOnly ? [] : positionals.length > 0 ? positionals : Object.keys(SUITES);
 for (const s of chosen) {
   if (!(s in SUITES)) {
     console.error(`unknown suite "${s}"; suites: ${Object.keys(SUITES).join(', ')}`);
@@ -78,11 +85,14 @@ if (chosen.some((s) => SUITES[s]?.needsTap) && !insideNetns()) {
   process.exit(runInNetns([process.execPath, ...process.execArgv, ...process.argv.slice(1)]));
 }
 
-for (const s of chosen) {
+bar = new Progress(chosen.length);
+for (const [i, s] of chosen.entries()) {
   const suite = SUITES[s];
   if (suite === undefined) continue;
-  process.stderr.write(`suite ${s}\n`);
+  bar.suite(i, s);
   const rows = await suite.run({ seconds, reps, chains, soak });
+  bar.clear();
   printTable(s, rows);
   console.log(`wrote ${writeSuite(s, rows)}`);
 }
+for (const f of writeReport()) console.log(`wrote ${f}`);

@@ -12,6 +12,16 @@ export interface Row {
   reference: { name: string; value: number } | null;
   /** value / reference.value, or null without a reference. */
   ratio: number | null;
+  /** What the ratio must be: at least `min`, or at most `max`. */
+  target?: { min?: number; max?: number };
+}
+
+/** Whether a row meets its target: true, false, or null when it has none. */
+export function meets(r: Row): boolean | null {
+  if (r.target === undefined || r.ratio === null) return null;
+  if (r.target.min !== undefined && r.ratio < r.target.min) return false;
+  if (r.target.max !== undefined && r.ratio > r.target.max) return false;
+  return true;
 }
 
 export interface SuiteResult {
@@ -23,7 +33,7 @@ export interface SuiteResult {
 
 export const resultsDir = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'results');
 
-export function row(c: string, metric: string, value: number, unit: string, reference?: { name: string; value: number }): Row {
+export function row(c: string, metric: string, value: number, unit: string, reference?: { name: string; value: number }, target?: { min?: number; max?: number }): Row {
   return {
     case: c,
     metric,
@@ -31,6 +41,7 @@ export function row(c: string, metric: string, value: number, unit: string, refe
     unit,
     reference: reference ?? null,
     ratio: reference !== undefined && reference.value > 0 ? value / reference.value : null,
+    ...(target !== undefined ? { target } : {}),
   };
 }
 
@@ -47,7 +58,15 @@ export function writeSuite(suite: string, rows: Row[]): string {
   return file;
 }
 
-function fmt(n: number): string {
+/** The target as text, with whether it was met. */
+export function targetText(r: Row): string {
+  if (r.target === undefined) return '-';
+  const t = r.target.min !== undefined ? `>= ${r.target.min}` : `<= ${r.target.max}`;
+  const ok = meets(r);
+  return ok === null ? t : `${t} ${ok ? 'met' : 'NOT met'}`;
+}
+
+export function fmt(n: number): string {
   if (!Number.isFinite(n)) return String(n);
   if (Math.abs(n) >= 1e6) return `${(n / 1e6).toFixed(3)} M`;
   if (Math.abs(n) >= 1e3) return `${(n / 1e3).toFixed(1)} k`;
@@ -55,7 +74,7 @@ function fmt(n: number): string {
 }
 
 export function printTable(suite: string, rows: Row[]): void {
-  const header = ['case', 'metric', 'virtio-tap', 'reference', 'ref value', 'ratio'];
+  const header = ['case', 'metric', 'virtio-tap', 'reference', 'ref value', 'ratio', 'target'];
   const body = rows.map((r) => [
     r.case,
     `${r.metric} (${r.unit})`,
@@ -63,6 +82,7 @@ export function printTable(suite: string, rows: Row[]): void {
     r.reference?.name ?? '-',
     r.reference ? fmt(r.reference.value) : '-',
     r.ratio === null ? '-' : r.ratio.toFixed(2),
+    targetText(r),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => (b[i] ?? '').length)));
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i] ?? 0)).join(' | ');
