@@ -180,7 +180,7 @@ export class PackedQueue implements DeviceQueue {
 
   addUsed(id: number, len: number, slots: number): void {
     const i = this.usedIdx;
-    if (this.trace !== null) this.trace.tracer.emit({ type: 'used', queue: this.trace.queue, layout: 'packed', id, len, at: i, wrap: this.usedWrap }); // trace-hook
+    if (this.trace !== null) this.traceUsed(this.trace, id, len); // trace-hook
     this.desc32[i * 4 + 2] = len;
     this.desc16[i * 8 + 6] = id;
     // §2.8, "Driver and Device Ring Wrap Counters": a used descriptor has AVAIL and USED both equal to the used wrap counter.
@@ -229,6 +229,19 @@ export class PackedQueue implements DeviceQueue {
     });
   }
 
+  // Trace emits live in methods of their own, so the hot methods stay small enough to inline.
+  private traceUsed(t: QueueTraceTarget, id: number, len: number): void {
+    t.tracer.emit({ type: 'used', queue: t.queue, layout: 'packed', id, len, at: this.usedIdx, wrap: this.usedWrap });
+  }
+
+  private traceKicksOff(t: QueueTraceTarget): void {
+    t.tracer.emit({ type: 'kick_suppression', queue: t.queue, layout: 'packed', enabled: false });
+  }
+
+  private traceUnpop(t: QueueTraceTarget, to: number, wrap: number): void {
+    if (to !== this.nextAvail || wrap !== this.availWrap) t.tracer.emit({ type: 'unpop', queue: t.queue, to, wrap });
+  }
+
   private traceKicksOn(t: QueueTraceTarget): void {
     const ev = this.features.eventIdx ? { availEvent: this.nextAvail, wrap: this.availWrap } : {};
     t.tracer.emit({ type: 'kick_suppression', queue: t.queue, layout: 'packed', enabled: true, ...ev });
@@ -241,7 +254,7 @@ export class PackedQueue implements DeviceQueue {
 
   disableNotifications(): void {
     Atomics.store(this.deviceEvent, 1, RING_EVENT_FLAGS_DISABLE);
-    if (this.trace !== null) this.trace.tracer.emit({ type: 'kick_suppression', queue: this.trace.queue, layout: 'packed', enabled: false }); // trace-hook
+    if (this.trace !== null) this.traceKicksOff(this.trace); // trace-hook
   }
 
   enableNotifications(): boolean {
@@ -275,7 +288,7 @@ export class PackedQueue implements DeviceQueue {
   restorePosition(position: number): void {
     const to = position & 0xffff;
     const wrap = (position >>> 16) & 1;
-    if (this.trace !== null && (to !== this.nextAvail || wrap !== this.availWrap)) this.trace.tracer.emit({ type: 'unpop', queue: this.trace.queue, to, wrap }); // trace-hook
+    if (this.trace !== null) this.traceUnpop(this.trace, to, wrap); // trace-hook
     this.nextAvail = to;
     this.availWrap = wrap;
   }

@@ -166,7 +166,7 @@ export class SplitQueue implements DeviceQueue {
   }
 
   addUsed(id: number, len: number, _slots: number): void {
-    if (this.trace !== null) this.trace.tracer.emit({ type: 'used', queue: this.trace.queue, layout: 'split', id, len, at: this.usedIdx }); // trace-hook
+    if (this.trace !== null) this.traceUsed(this.trace, id, len); // trace-hook
     const slot = this.usedIdx & this.mask;
     this.used32[1 + slot * 2] = id;
     this.used32[2 + slot * 2] = len;
@@ -230,6 +230,15 @@ export class SplitQueue implements DeviceQueue {
     return this.hasAvailable();
   }
 
+  // Trace emits live in methods of their own, so the hot methods stay small enough to inline.
+  private traceUsed(t: QueueTraceTarget, id: number, len: number): void {
+    t.tracer.emit({ type: 'used', queue: t.queue, layout: 'split', id, len, at: this.usedIdx });
+  }
+
+  private traceUnpop(t: QueueTraceTarget, to: number): void {
+    if (to !== this.nextAvail) t.tracer.emit({ type: 'unpop', queue: t.queue, to });
+  }
+
   // What the device asked of the driver's kicks. Disabling with EVENT_IDX writes nothing: no event.
   private traceKicks(t: QueueTraceTarget, enabled: boolean): void {
     const e = this.features.eventIdx;
@@ -253,7 +262,7 @@ export class SplitQueue implements DeviceQueue {
 
   restorePosition(position: number): void {
     const to = position & 0xffff;
-    if (this.trace !== null && to !== this.nextAvail) this.trace.tracer.emit({ type: 'unpop', queue: this.trace.queue, to }); // trace-hook
+    if (this.trace !== null) this.traceUnpop(this.trace, to); // trace-hook
     this.nextAvail = to;
   }
 
