@@ -9,7 +9,10 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <vector>
 
 namespace vtap {
 
@@ -176,6 +179,9 @@ static Napi::Value ReadvMergeable(const Napi::CallbackInfo& info) {
   };
   groupStart[0] = 0;
 
+  static thread_local struct iovec head[kMaxSegments + 1];
+  static thread_local std::vector<uint8_t> bounceBuf;
+  bool bigFrames = false;
   size_t g = 0, frames = 0;
   while (frames < maxFrames) {
     size_t left = 0, last = g;
@@ -187,11 +193,44 @@ static Napi::Value ReadvMergeable(const Napi::CallbackInfo& info) {
       last++;
     }
     if (left < static_cast<size_t>(minRoom)) break;
+    // A readv costs more the more iovecs it is given, and room for a 64 KiB
+    // GSO frame can be 30 or more buffers. So, until a frame in this call has
+    // needed more, the readv gets the first buffers that hold one MTU-sized
+    // frame and a bounce buffer as large as the rest: a larger frame is then
+    // copied from the bounce buffer into the rest, and the call's later
+    // frames get every buffer. Either way the readv offers the same room.
+    size_t mid = g, small = 0;
+    while (mid < last && small < static_cast<size_t>(minRoom)) small += groupRoom[mid++];
+    bool bounce = !bigFrames && mid < last;
     ssize_t rc;
-    int cnt = static_cast<int>(groupStart[last] - groupStart[g]);
+    int cnt;
+    struct iovec* v;
+    if (bounce) {
+      size_t rest = left - small;
+      if (bounceBuf.size() < rest) bounceBuf.resize(rest);
+      cnt = static_cast<int>(groupStart[mid] - groupStart[g]);
+      std::memcpy(head, &iov[groupStart[g]], cnt * sizeof(struct iovec));
+      head[cnt].iov_base = bounceBuf.data();
+      head[cnt].iov_len = rest;
+      cnt++;
+      v = head;
+    } else {
+      cnt = static_cast<int>(groupStart[last] - groupStart[g]);
+      v = &iov[groupStart[g]];
+    }
     do {
-      rc = readv(a.fd, &iov[groupStart[g]], cnt);
+      rc = readv(a.fd, v, cnt);
     } while (rc < 0 && errno == EINTR);
+    if (bounce && rc > static_cast<ssize_t>(small)) {
+      // Spread the overflow over the buffers it stands for.
+      size_t over = static_cast<size_t>(rc) - small, from = 0;
+      for (size_t i = groupStart[mid]; i < groupStart[last] && from < over; i++) {
+        size_t n = std::min(over - from, iov[i].iov_len);
+        std::memcpy(iov[i].iov_base, bounceBuf.data() + from, n);
+        from += n;
+      }
+      bigFrames = true;
+    }
     if (rc < 0) {
       int err = errno == EWOULDBLOCK ? EAGAIN : errno;
       results[frames * 2] = -err;
