@@ -251,6 +251,50 @@ static Napi::Value ReadvMergeable(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(frames));
 }
 
+// gatherPlan(plan, at, want, dst, dstOffset) -> bytes copied, or -errno.
+// Copies the first `want` bytes of the segments from plan position `at` on
+// (running on into the following entries, as a merged frame's groups do) to
+// dst[dstOffset...]: what a capture records, with no copy made in JavaScript.
+static Napi::Value GatherPlan(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 5 || !info[0].IsTypedArray() ||
+      info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array || !info[3].IsTypedArray()) {
+    Napi::TypeError::New(env, "expected (plan: Float64Array, at, want, dst: TypedArray, dstOffset)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int64_t at, want, dstOffset;
+  if (!ArgInt(info, 1, 0, INT32_MAX, &at) || !ArgInt(info, 2, 0, INT32_MAX, &want) || !ArgInt(info, 4, 0, INT32_MAX, &dstOffset))
+    return env.Undefined();
+  Napi::Float64Array planArr = info[0].As<Napi::Float64Array>();
+  const double* plan = planArr.Data();
+  size_t planLen = planArr.ElementLength();
+  uint8_t* dst = nullptr;
+  size_t dstLen = 0;
+  if (!ViewBytes(env, info[3], &dst, &dstLen) || static_cast<size_t>(dstOffset) > dstLen) return Errno(env, EFAULT);
+  size_t room = std::min(dstLen - static_cast<size_t>(dstOffset), static_cast<size_t>(want));
+  AddonData* data = GetData(env);
+  data->epoch++;
+  if (data->epoch == 0) data->epoch = 1;
+  size_t pos = static_cast<size_t>(at), got = 0;
+  while (got < room && pos < planLen) {
+    double n = plan[pos];
+    // Invariant: a segment count that is an integer whose triples lie inside the plan.
+    if (!(n >= 0 && n <= kMaxSegments) || n != std::floor(n) || planLen - pos - 1 < static_cast<size_t>(n) * 3) break;
+    size_t cnt = static_cast<size_t>(n);
+    for (size_t i = 0; i < cnt && got < room; i++) {
+      const double* seg = plan + pos + 1 + i * 3;
+      size_t len = 0;
+      uint8_t* p = ResolveSegment(env, data, seg[0], seg[1], seg[2], &len);
+      if (p == nullptr) return Errno(env, EFAULT);
+      size_t take = std::min(len, room - got);
+      std::memcpy(dst + dstOffset + got, p, take);
+      got += take;
+    }
+    pos += 1 + cnt * 3;
+  }
+  return Napi::Number::New(env, static_cast<double>(got));
+}
+
 // Single-frame I/O on a typed array, for set-up, tests and tools.
 template <bool kWrite>
 static Napi::Value Single(const Napi::CallbackInfo& info) {
@@ -276,6 +320,7 @@ void InitIo(Napi::Env env, Napi::Object exports) {
   exports.Set("writevBatch", Napi::Function::New(env, Batch<true>, "writevBatch"));
   exports.Set("readvBatch", Napi::Function::New(env, Batch<false>, "readvBatch"));
   exports.Set("readvMergeable", Napi::Function::New(env, ReadvMergeable, "readvMergeable"));
+  exports.Set("gatherPlan", Napi::Function::New(env, GatherPlan, "gatherPlan"));
   exports.Set("writeFrame", Napi::Function::New(env, Single<true>, "writeFrame"));
   exports.Set("readFrame", Napi::Function::New(env, Single<false>, "readFrame"));
   exports.Get("constants").As<Napi::Object>().Set("IOV_MAX", kMaxSegments);

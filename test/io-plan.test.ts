@@ -150,4 +150,28 @@ describe('batched I/O plans', () => {
     plan.abandonFrame();
     expect(plan.frames).toBe(0);
   });
+
+  it('gatherPlan copies a frame across segments and entries, and only from inside registered regions', () => {
+    const a = new Uint8Array(64).map((_, i) => i);
+    const b = new Uint8Array(64).map((_, i) => 100 + i);
+    const ra = region(a);
+    const rb = region(b);
+    const plan = new IoPlan(4, 8);
+    plan.beginFrame();
+    plan.addSegment(ra, 10, 4);
+    plan.addSegment(rb, 0, 3);
+    plan.beginFrame(); // a merged frame runs on into the next entry
+    plan.addSegment(ra, 60, 4);
+    const dst = new Uint8Array(16).fill(0xff);
+    expect(n.gatherPlan(plan.plan, 0, 9, dst, 2)).toBe(9);
+    expect([...dst.subarray(0, 12)]).toEqual([0xff, 0xff, 10, 11, 12, 13, 100, 101, 102, 60, 61, 0xff]);
+    // Never past the destination's end, whatever `want` says.
+    expect(n.gatherPlan(plan.plan, 0, 100, dst, 12)).toBe(4);
+    // A segment outside its region: refused, nothing read from outside.
+    const bad = new IoPlan(1, 1);
+    bad.beginFrame();
+    bad.addSegment(ra, 60, 8);
+    expect(n.gatherPlan(bad.plan, 0, 8, dst, 0)).toBe(EFAULT);
+    expect(n.gatherPlan(plan.plan, 0, 4, dst, 17)).toBe(EFAULT);
+  });
 });

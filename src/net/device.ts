@@ -258,8 +258,8 @@ export class NetDevice extends VirtioDeviceCore {
 
   private observePair(p: Pair): void {
     const on = this.tracer !== null || this.capture !== null;
-    if (p.rx !== null) p.rx.observer = on ? new FrameObserver(p.rx.memory, this.tracer, this.capture) : null;
-    if (p.tx !== null) p.tx.observer = on ? new FrameObserver(p.tx.memory, this.tracer, this.capture) : null;
+    if (p.rx !== null) p.rx.observer = on ? new FrameObserver(this.tracer, this.capture) : null;
+    if (p.tx !== null) p.tx.observer = on ? new FrameObserver(this.tracer, this.capture) : null;
   }
 
   /** Pairs in use (VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, or a vhost-user front-end's enabled rings). */

@@ -13,7 +13,6 @@ import type { TapQueue } from '../tap/tap.js';
 import { hasFeature, VIRTIO_F_IN_ORDER } from '../virtio/constants.js';
 import { DescriptorChain, Pop } from '../virtio/descriptor-chain.js';
 import type { DeviceQueue } from '../virtio/queue.js';
-import type { GuestMemory } from '../virtio/guest-memory.js';
 import {
   BIG_RX_BUFFER,
   NET_HDR_SIZE,
@@ -94,11 +93,6 @@ export class RxQueue {
     this.e = new BatchEntries(cap);
     this.mergeResults = new Int32Array(2 * cap);
     this.keepFlags = new Uint8Array(cap);
-  }
-
-  /** The guest memory this queue's buffers are in. */
-  get memory(): GuestMemory {
-    return this.q.mem;
   }
 
   stop(): void {

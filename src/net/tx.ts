@@ -9,7 +9,6 @@ import { IoPlan } from '../tap/io-plan.js';
 import type { TapQueue } from '../tap/tap.js';
 import { DescriptorChain, Pop } from '../virtio/descriptor-chain.js';
 import type { DeviceQueue } from '../virtio/queue.js';
-import type { GuestMemory } from '../virtio/guest-memory.js';
 import { NET_HDR_SIZE } from './constants.js';
 import type { DropReason } from './metrics.js';
 import { checkTxHeader, TxHeaderFault } from './net-header.js';
@@ -54,11 +53,6 @@ export class TxQueue {
     this.plan = new IoPlan(batch, batch * 8);
     this.views = regionViews(q.mem);
     this.e = new BatchEntries(batch);
-  }
-
-  /** The guest memory this queue's buffers are in. */
-  get memory(): GuestMemory {
-    return this.q.mem;
   }
 
   stop(): void {

@@ -80,6 +80,12 @@ export interface NativeBinding {
    * Stops after EAGAIN, or when fewer than minRoom bytes of groups are left.
    */
   readvMergeable(fd: number, plan: Float64Array, groups: number, minRoom: number, maxRoom: number, results: Int32Array): number;
+  /**
+   * Copies the first `want` bytes of the plan's segments from position `at`
+   * on (into the following entries, for a merged frame) to dst[dstOffset...].
+   * Returns the bytes copied, or -EFAULT for a segment outside its region.
+   */
+  gatherPlan(plan: Float64Array, at: number, want: number, dst: ArrayBufferView, dstOffset: number): number;
   writeFrame(fd: number, frame: ArrayBufferView): number;
   readFrame(fd: number, into: ArrayBufferView): number;
   Poller: new (fd: number, callback: (status: number, events: number) => void) => NativePoller;
