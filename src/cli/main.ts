@@ -146,6 +146,9 @@ async function vhostUser(args: string[]): Promise<number> {
   if (values.socket === undefined || values.tap === undefined) throw new TypeError('vhost-user needs --socket PATH and --tap NAME');
   const queues = Number(values.queues);
   if (!Number.isInteger(queues) || queues < 1 || queues > 64) throw new TypeError(`--queues must be an integer from 1 to 64, got "${values.queues}"`);
+  // The capture file first: a path that cannot be written is refused before any TAP exists.
+  const capture = values.pcap !== undefined ? new PcapWriter(values.pcap) : null;
+  const trace = traceFrom(values);
   const tapOptions = { vnetHdr: true, queues, multiQueue: queues > 1 };
   const tap = Link.exists(values.tap) ? Tap.attach(values.tap, tapOptions) : Tap.open({ name: values.tap, ...tapOptions });
   if (!tap.isUp) {
@@ -155,8 +158,6 @@ async function vhostUser(args: string[]): Promise<number> {
       log.info(`${tap.name} is down and this user cannot bring it up: \`sudo ip link set ${tap.name} up\``);
     }
   }
-  const trace = traceFrom(values);
-  const capture = values.pcap !== undefined ? new PcapWriter(values.pcap) : null;
   const backend = new VhostUserBackend({
     socketPath: values.socket,
     tap,
