@@ -251,31 +251,15 @@ static Napi::Value ReadvMergeable(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(frames));
 }
 
-// gatherPlan(plan, at, want, dst, dstOffset) -> bytes copied, or -errno.
-// Copies the first `want` bytes of the segments from plan position `at` on
-// (running on into the following entries, as a merged frame's groups do) to
-// dst[dstOffset...]: what a capture records, with no copy made in JavaScript.
-static Napi::Value GatherPlan(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (info.Length() < 5 || !info[0].IsTypedArray() ||
-      info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array || !info[3].IsTypedArray()) {
-    Napi::TypeError::New(env, "expected (plan: Float64Array, at, want, dst: TypedArray, dstOffset)").ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  int64_t at, want, dstOffset;
-  if (!ArgInt(info, 1, 0, INT32_MAX, &at) || !ArgInt(info, 2, 0, INT32_MAX, &want) || !ArgInt(info, 4, 0, INT32_MAX, &dstOffset))
-    return env.Undefined();
-  Napi::Float64Array planArr = info[0].As<Napi::Float64Array>();
-  const double* plan = planArr.Data();
-  size_t planLen = planArr.ElementLength();
-  uint8_t* dst = nullptr;
-  size_t dstLen = 0;
-  if (!ViewBytes(env, info[3], &dst, &dstLen) || static_cast<size_t>(dstOffset) > dstLen) return Errno(env, EFAULT);
-  size_t room = std::min(dstLen - static_cast<size_t>(dstOffset), static_cast<size_t>(want));
-  AddonData* data = GetData(env);
-  data->epoch++;
-  if (data->epoch == 0) data->epoch = 1;
-  size_t pos = static_cast<size_t>(at), got = 0;
+// Copies `want` bytes of the plan's segments from position `at` on (running
+// on into the following entries, as a merged frame's groups do), after
+// skipping `skip` bytes, to dst[dstOffset, dstLen). Returns the bytes copied,
+// or -EFAULT for a segment outside its region.
+static ssize_t CopyPlan(Napi::Env env, AddonData* data, const double* plan, size_t planLen, size_t at, size_t skip,
+                        size_t want, uint8_t* dst, size_t dstLen, size_t dstOffset) {
+  if (dstOffset > dstLen) return -EFAULT;
+  size_t room = std::min(dstLen - dstOffset, want);
+  size_t pos = at, got = 0;
   while (got < room && pos < planLen) {
     double n = plan[pos];
     // Invariant: a segment count that is an integer whose triples lie inside the plan.
@@ -285,14 +269,54 @@ static Napi::Value GatherPlan(const Napi::CallbackInfo& info) {
       const double* seg = plan + pos + 1 + i * 3;
       size_t len = 0;
       uint8_t* p = ResolveSegment(env, data, seg[0], seg[1], seg[2], &len);
-      if (p == nullptr) return Errno(env, EFAULT);
-      size_t take = std::min(len, room - got);
-      std::memcpy(dst + dstOffset + got, p, take);
+      if (p == nullptr) return -EFAULT;
+      size_t drop = std::min(skip, len);
+      skip -= drop;
+      size_t take = std::min(len - drop, room - got);
+      std::memcpy(dst + dstOffset + got, p + drop, take);
       got += take;
     }
     pos += 1 + cnt * 3;
   }
-  return Napi::Number::New(env, static_cast<double>(got));
+  return static_cast<ssize_t>(got);
+}
+
+static bool IsFloat64Array(const Napi::Value& v) {
+  return v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_float64_array;
+}
+
+// gatherFrames(plan, jobs, count, dst) -> frames copied, or -errno. Copies
+// `count` frames out of registered memory in one call, what a capture
+// records, with no copy made in JavaScript: jobs holds (at, skip, want,
+// dstOffset) per frame, as CopyPlan takes them.
+static Napi::Value GatherFrames(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !IsFloat64Array(info[0]) || !IsFloat64Array(info[1]) || !info[3].IsTypedArray()) {
+    Napi::TypeError::New(env, "expected (plan: Float64Array, jobs: Float64Array, count, dst: TypedArray)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int64_t count;
+  if (!ArgInt(info, 2, 0, INT32_MAX, &count)) return env.Undefined();
+  Napi::Float64Array planArr = info[0].As<Napi::Float64Array>();
+  Napi::Float64Array jobArr = info[1].As<Napi::Float64Array>();
+  if (static_cast<size_t>(count) * 4 > jobArr.ElementLength()) return Errno(env, EINVAL);
+  uint8_t* dst = nullptr;
+  size_t dstLen = 0;
+  if (!ViewBytes(env, info[3], &dst, &dstLen)) return Errno(env, EFAULT);
+  AddonData* data = GetData(env);
+  data->epoch++;
+  if (data->epoch == 0) data->epoch = 1;
+  const double* jobs = jobArr.Data();
+  for (int64_t k = 0; k < count; k++) {
+    const double* j = jobs + k * 4;
+    // Invariant: each job's numbers are integers in [0, 2^32).
+    for (int f = 0; f < 4; f++)
+      if (!(j[f] >= 0 && j[f] < 4294967296.0) || j[f] != std::floor(j[f])) return Errno(env, EINVAL);
+    ssize_t r = CopyPlan(env, data, planArr.Data(), planArr.ElementLength(), static_cast<size_t>(j[0]), static_cast<size_t>(j[1]),
+                         static_cast<size_t>(j[2]), dst, dstLen, static_cast<size_t>(j[3]));
+    if (r < 0) return Napi::Number::New(env, static_cast<double>(r));
+  }
+  return Napi::Number::New(env, static_cast<double>(count));
 }
 
 // Single-frame I/O on a typed array, for set-up, tests and tools.
@@ -320,7 +344,7 @@ void InitIo(Napi::Env env, Napi::Object exports) {
   exports.Set("writevBatch", Napi::Function::New(env, Batch<true>, "writevBatch"));
   exports.Set("readvBatch", Napi::Function::New(env, Batch<false>, "readvBatch"));
   exports.Set("readvMergeable", Napi::Function::New(env, ReadvMergeable, "readvMergeable"));
-  exports.Set("gatherPlan", Napi::Function::New(env, GatherPlan, "gatherPlan"));
+  exports.Set("gatherFrames", Napi::Function::New(env, GatherFrames, "gatherFrames"));
   exports.Set("writeFrame", Napi::Function::New(env, Single<true>, "writeFrame"));
   exports.Set("readFrame", Napi::Function::New(env, Single<false>, "readFrame"));
   exports.Get("constants").As<Napi::Object>().Set("IOV_MAX", kMaxSegments);

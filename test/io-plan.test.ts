@@ -151,7 +151,7 @@ describe('batched I/O plans', () => {
     expect(plan.frames).toBe(0);
   });
 
-  it('gatherPlan copies a frame across segments and entries, and only from inside registered regions', () => {
+  it('gatherFrames copies frames across segments and entries, and only from inside registered regions', () => {
     const a = new Uint8Array(64).map((_, i) => i);
     const b = new Uint8Array(64).map((_, i) => 100 + i);
     const ra = region(a);
@@ -163,15 +163,20 @@ describe('batched I/O plans', () => {
     plan.beginFrame(); // a merged frame runs on into the next entry
     plan.addSegment(ra, 60, 4);
     const dst = new Uint8Array(16).fill(0xff);
-    expect(n.gatherPlan(plan.plan, 0, 9, dst, 2)).toBe(9);
-    expect([...dst.subarray(0, 12)]).toEqual([0xff, 0xff, 10, 11, 12, 13, 100, 101, 102, 60, 61, 0xff]);
+    // Two jobs: 9 bytes from the start to dst[2]; 3 bytes after skipping 5 (into the second segment) to dst[12].
+    const jobs = Float64Array.of(0, 0, 9, 2, 0, 5, 3, 12);
+    expect(n.gatherFrames(plan.plan, jobs, 2, dst)).toBe(2);
+    expect([...dst]).toEqual([0xff, 0xff, 10, 11, 12, 13, 100, 101, 102, 60, 61, 0xff, 101, 102, 60, 0xff]);
     // Never past the destination's end, whatever `want` says.
-    expect(n.gatherPlan(plan.plan, 0, 100, dst, 12)).toBe(4);
+    expect(n.gatherFrames(plan.plan, Float64Array.of(0, 0, 100, 14), 1, dst)).toBe(1);
+    expect([...dst.subarray(14)]).toEqual([10, 11]);
     // A segment outside its region: refused, nothing read from outside.
     const bad = new IoPlan(1, 1);
     bad.beginFrame();
     bad.addSegment(ra, 60, 8);
-    expect(n.gatherPlan(bad.plan, 0, 8, dst, 0)).toBe(EFAULT);
-    expect(n.gatherPlan(plan.plan, 0, 4, dst, 17)).toBe(EFAULT);
+    expect(n.gatherFrames(bad.plan, Float64Array.of(0, 0, 8, 0), 1, dst)).toBe(EFAULT);
+    expect(n.gatherFrames(plan.plan, Float64Array.of(0, 0, 4, 17), 1, dst)).toBe(EFAULT);
+    expect(n.gatherFrames(plan.plan, Float64Array.of(-1, 0, 4, 0), 1, dst)).toBe(EINVAL);
+    expect(n.gatherFrames(plan.plan, Float64Array.of(0, 0, 4, 0), 2, dst)).toBe(EINVAL); // jobs too short for the count
   });
 });

@@ -255,6 +255,7 @@ export class RxQueue {
       if (this.observer !== null) this.observer.frame(false, this.index, plan.plan, at, r, 1); // trace-hook
       this.q.addUsed(e.head[i]!, r, e.slots[i]!);
     }
+    if (this.observer !== null) this.observer.flush(); // trace-hook: before retain() moves the plan's entries
     this.retain();
     this.flush();
     return stop ? 0 : Math.max(1, handled);
@@ -311,6 +312,7 @@ export class RxQueue {
       g += k;
       delivered++;
     }
+    if (this.observer !== null) this.observer.flush(); // trace-hook: before retain() moves the plan's entries
     this.retain();
     this.flush();
     if (stop) return 0; // drained
@@ -466,6 +468,7 @@ export class RxQueue {
   }
 
   private flush(): void {
+    if (this.observer !== null) this.observer.flush(); // trace-hook
     if (this.q.flushUsed()) this.ctx.interrupt(this.index);
   }
 

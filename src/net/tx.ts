@@ -173,6 +173,7 @@ export class TxQueue {
   }
 
   private complete(count: number): void {
+    if (this.observer !== null) this.observer.flush(); // trace-hook
     if (count === 0) return;
     if (this.q.flushUsed()) this.ctx.interrupt(this.index);
   }

@@ -81,11 +81,13 @@ export interface NativeBinding {
    */
   readvMergeable(fd: number, plan: Float64Array, groups: number, minRoom: number, maxRoom: number, results: Int32Array): number;
   /**
-   * Copies the first `want` bytes of the plan's segments from position `at`
-   * on (into the following entries, for a merged frame) to dst[dstOffset...].
-   * Returns the bytes copied, or -EFAULT for a segment outside its region.
+   * Copies `count` frames out of registered memory in one call: per frame,
+   * `jobs` holds (at, skip, want, dstOffset): `want` bytes of the plan's
+   * segments from position `at` on (into the following entries, for a merged
+   * frame), after `skip` bytes, to dst[dstOffset...], never past dst's end.
+   * Returns count, or -EFAULT for a segment outside its region.
    */
-  gatherPlan(plan: Float64Array, at: number, want: number, dst: ArrayBufferView, dstOffset: number): number;
+  gatherFrames(plan: Float64Array, jobs: Float64Array, count: number, dst: ArrayBufferView): number;
   writeFrame(fd: number, frame: ArrayBufferView): number;
   readFrame(fd: number, into: ArrayBufferView): number;
   Poller: new (fd: number, callback: (status: number, events: number) => void) => NativePoller;

@@ -2,8 +2,7 @@
 // looking: a trace event per TAP read or write and per drop, and the frame
 // itself into a capture. The queues hold null here unless tracing or capture
 // is on, and test that one field per batch.
-import { native } from '../tap/binding.js';
-import { PcapWriter } from './pcap.js';
+import type { PcapWriter } from './pcap.js';
 import type { Tracer } from './trace.js';
 
 export class FrameObserver {
@@ -27,13 +26,13 @@ export class FrameObserver {
       if (outbound) t.emit({ type: 'tap_write', queue, bytes: bytes < 0 ? 0 : bytes, result: bytes });
       else t.emit({ type: 'tap_read', queue, bytes, buffers });
     }
-    const c = this.capture;
-    if (c === null || bytes <= 0) return;
-    const o = c.reserve(bytes);
-    if (o < 0) return;
-    // One native copy out of guest memory, straight into the capture's buffer.
-    native().gatherPlan(plan, at, Math.min(bytes, PcapWriter.MAX_FRAME), c.bytes, o);
-    c.commit(outbound, queue, bytes);
+    // Copied from guest memory at flush(), for the whole batch at once.
+    if (this.capture !== null && bytes > 0) this.capture.add(outbound, queue, plan, at, bytes);
+  }
+
+  /** The batch's used entries are about to reach the guest: record its frames while their buffers are still ours. */
+  flush(): void {
+    if (this.capture !== null) this.capture.copyPending();
   }
 
   /** A batch of I/O is done: its frames share this timestamp. */

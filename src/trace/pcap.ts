@@ -5,6 +5,7 @@
 import { closeSync, openSync, write, writeSync } from 'node:fs';
 
 import { NET_HDR_SIZE, VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM } from '../net/constants.js';
+import { native } from '../tap/binding.js';
 
 const BLOCK_SHB = 0x0a0d0d0a;
 const BLOCK_IDB = 1;
@@ -55,6 +56,8 @@ interface Chunk {
 
 const CHUNK = 1 << 21;
 const CHUNKS = 4;
+/** Frames recorded per native copy. */
+const BATCH = 256;
 
 /**
  * A pcapng file being written. Frames are copied into large buffers, each
@@ -75,7 +78,7 @@ export class PcapWriter {
   private cur: Chunk;
   private pos = 0;
   private filePos = 0;
-  private pending = 0;
+  private inflight = 0;
   private failure: Error | null = null;
   private closing: { resolve: () => void; reject: (e: Error) => void } | null = null;
   private done: Promise<void> | null = null;
@@ -86,6 +89,15 @@ export class PcapWriter {
   private readonly lastHeader = new Uint8Array(NET_HDR_SIZE + 1);
   private lastQueue = -1;
   private lastOption = new Uint8Array(0);
+  // Frames added and not yet copied (see add): one native copy per batch.
+  private plan: Float64Array | null = null;
+  private pending = 0;
+  private readonly jobAt = new Float64Array(BATCH);
+  private readonly jobOut = new Uint8Array(BATCH);
+  private readonly jobQueue = new Int32Array(BATCH);
+  private readonly jobLen = new Int32Array(BATCH);
+  private readonly jobs = new Float64Array(4 * BATCH);
+  private readonly heads = new Uint8Array(NET_HDR_SIZE * BATCH);
 
   constructor(path: string) {
     this.path = path;
@@ -121,6 +133,7 @@ export class PcapWriter {
    */
   reserve(len: number): number {
     if (this.closed) return -1;
+    this.copyPending(); // frames added earlier go first
     const need = 28 + pad4(Math.min(len, MAX_BLOCK)) + 320;
     if (this.pos + need > CHUNK) this.submit();
     // The header lands over the block's time and length fields, which commit() fills after reading it.
@@ -137,20 +150,87 @@ export class PcapWriter {
 
   /** Records the frame copied at reserve()'s offset: `len` bytes, header first. */
   commit(outbound: boolean, queue: number, len: number): void {
+    const option = this.commentOption(outbound, queue, this.cur.bytes, this.pos + 28 - NET_HDR_SIZE);
+    const original = len - NET_HDR_SIZE;
+    this.frame_(outbound, option, Math.min(original, MAX_BLOCK - 320), original);
+  }
+
+  /** One frame from a buffer: `data[at, at + len)` is its virtio_net_hdr, then the frame. */
+  frame(outbound: boolean, queue: number, data: Uint8Array, at: number, len: number): void {
+    const o = this.reserve(len);
+    if (o < 0 || len < NET_HDR_SIZE) return;
+    const n = Math.min(len, PcapWriter.MAX_FRAME);
+    this.cur.bytes.set(data.subarray(at, at + n), o);
+    this.commit(outbound, queue, len);
+  }
+
+  /**
+   * One frame whose segments start at `at` in `plan` (an IoPlan's layout;
+   * a merged frame runs on into the following entries): `len` bytes, its
+   * virtio_net_hdr first. The bytes are copied at the next copyPending(),
+   * which the caller must call before the guest may reuse the buffers.
+   */
+  add(outbound: boolean, queue: number, plan: Float64Array, at: number, len: number): void {
+    if (this.closed || len < NET_HDR_SIZE) return;
+    if (this.pending > 0 && (plan !== this.plan || this.pending === BATCH)) this.copyPending();
+    const k = this.pending++;
+    this.plan = plan;
+    this.jobAt[k] = at;
+    this.jobOut[k] = outbound ? 1 : 0;
+    this.jobQueue[k] = queue;
+    this.jobLen[k] = len;
+  }
+
+  /** Copies the frames added since the last call out of guest memory and records them: two native calls in all. */
+  copyPending(): void {
+    const n = this.pending;
+    const plan = this.plan;
+    if (n === 0 || plan === null) return;
+    this.pending = 0;
+    const jobs = this.jobs;
+    // First the headers, to know each record's comment and so its size.
+    for (let k = 0; k < n; k++) {
+      jobs[4 * k] = this.jobAt[k]!;
+      jobs[4 * k + 1] = 0;
+      jobs[4 * k + 2] = NET_HDR_SIZE;
+      jobs[4 * k + 3] = NET_HDR_SIZE * k;
+    }
+    if (native().gatherFrames(plan, jobs, n, this.heads) !== n) return;
+    // Then lay out the records and copy the frames into them, chunk by chunk.
+    let first = 0;
+    for (let k = 0; k < n; k++) {
+      const frameLen = Math.min(this.jobLen[k]! - NET_HDR_SIZE, MAX_BLOCK - 320);
+      const option = this.commentOption(this.jobOut[k] === 1, this.jobQueue[k]!, this.heads, NET_HDR_SIZE * k);
+      const total = 28 + pad4(frameLen) + option.length + 16;
+      if (this.pos + total > CHUNK) {
+        this.copyFrames(plan, first, k);
+        first = k;
+        this.submit();
+      }
+      jobs[4 * k] = this.jobAt[k]!;
+      jobs[4 * k + 1] = NET_HDR_SIZE;
+      jobs[4 * k + 2] = frameLen;
+      jobs[4 * k + 3] = this.pos + 28;
+      this.frame_(this.jobOut[k] === 1, option, frameLen, this.jobLen[k]! - NET_HDR_SIZE);
+    }
+    this.copyFrames(plan, first, n);
+  }
+
+  private copyFrames(plan: Float64Array, from: number, to: number): void {
+    if (to <= from) return;
+    native().gatherFrames(plan, from === 0 ? this.jobs : this.jobs.subarray(4 * from), to - from, this.cur.bytes);
+  }
+
+  // Writes one record's framing (all but the frame's bytes) at pos and moves pos past it.
+  private frame_(outbound: boolean, option: Uint8Array, frameLen: number, original: number): void {
     const b = this.cur.bytes;
     const w = this.cur.words;
     const p = this.pos;
-    const option = this.commentOption(outbound, queue, b, p + 28 - NET_HDR_SIZE);
-    let frameLen = len - NET_HDR_SIZE;
-    const original = frameLen;
-    if (frameLen > MAX_BLOCK - 320) {
-      frameLen = MAX_BLOCK - 320;
-      this.truncated++;
-    }
+    if (frameLen < original) this.truncated++;
     const padded = pad4(frameLen);
-    for (let i = p + 28 + frameLen; i < p + 28 + padded; i++) b[i] = 0; // at most 3 bytes: cheaper than fill()
+    for (let i = p + 28 + frameLen; i < p + 28 + padded; i++) b[i] = 0;
     let q = p + 28 + padded;
-    b.set(option, q); // comment, padded
+    b.set(option, q);
     q += option.length;
     w[q >> 2] = EPB_FLAGS | (4 << 16);
     w[(q >> 2) + 1] = outbound ? DIR_OUTBOUND : DIR_INBOUND;
@@ -169,15 +249,6 @@ export class PcapWriter {
     this.frames++;
   }
 
-  /** One frame from a buffer: `data[at, at + len)` is its virtio_net_hdr, then the frame. */
-  frame(outbound: boolean, queue: number, data: Uint8Array, at: number, len: number): void {
-    const o = this.reserve(len);
-    if (o < 0 || len < NET_HDR_SIZE) return;
-    const n = Math.min(len, PcapWriter.MAX_FRAME);
-    this.cur.bytes.set(data.subarray(at, at + n), o);
-    this.commit(outbound, queue, len);
-  }
-
   /** Writes everything and closes the file; resolves when all is in the file. */
   close(): Promise<void> {
     if (this.done !== null) return this.done;
@@ -187,6 +258,7 @@ export class PcapWriter {
     });
     this.done.catch(() => {}); // not waiting is allowed: no unhandled rejection (the error stays on the promise)
     try {
+      this.copyPending();
       if (this.pos > 0) this.writeNow(this.cur, this.pos);
       this.pos = 0;
     } catch (e) {
@@ -210,9 +282,9 @@ export class PcapWriter {
     const len = this.pos;
     const at = this.filePos;
     this.filePos += len;
-    this.pending++;
+    this.inflight++;
     write(this.fd, chunk.bytes, 0, len, at, (err) => {
-      this.pending--;
+      this.inflight--;
       if (err !== null) this.failure ??= err;
       this.free.push(chunk);
       this.finishIfIdle();
@@ -233,7 +305,7 @@ export class PcapWriter {
   }
 
   private finishIfIdle(): void {
-    if (this.closing === null || this.pending > 0 || this.fd < 0) return;
+    if (this.closing === null || this.inflight > 0 || this.fd < 0) return;
     closeSync(this.fd);
     this.fd = -1;
     const c = this.closing;
