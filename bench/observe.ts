@@ -4,11 +4,11 @@
 //   (the virtqueue alone, and transmit on a TAP). Target: within 2 %.
 //   capture on vs off: transmit and receive on a TAP, writing pcapng to a
 //   file. Target: at least 0.8 x. Tracing on (JSON lines to a file) is shown too.
+import { spawnSync } from 'node:child_process';
 import { cpSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
 import { makeQueueRig } from '../src/driver/rig.js';
-import { nativeBuildDir } from '../src/tap/binding.js';
 import { PcapWriter } from '../src/trace/pcap.js';
 import { TraceSink } from '../src/trace/sink.js';
 import { Pop } from '../src/virtio/descriptor-chain.js';
@@ -43,10 +43,10 @@ export function buildWithoutHooks(): { dir: string; removed: number } {
   return { dir, removed };
 }
 
-type QueueClass = new (mem: GuestMemory, a: QueueAddresses, f: QueueFeatures) => DeviceQueue;
+export type QueueClass = new (mem: GuestMemory, a: QueueAddresses, f: QueueFeatures) => DeviceQueue;
 
 /** Chains per second through one split queue (1 descriptor each, batches of 32). */
-function ringRate(Split: QueueClass, chains: number): number {
+export function ringRate(Split: QueueClass, chains: number): number {
   const rig = makeQueueRig({ layout: 'split', size: 256, eventIdx: true });
   const q = new Split(rig.mem, rig.addresses, rig.features);
   const chain = q.newChain();
@@ -93,36 +93,31 @@ export async function runObserveBench(o: { seconds: number; reps: number; chains
   const offReps = Math.max(7, o.reps);
   const { dir, removed } = buildWithoutHooks();
   if (removed < 20) throw new Error(`the build without trace hooks removed only ${removed} lines: are the hooks still marked "${HOOK}"?`);
-  // The copy loads the same addon.
-  process.env['VIRTIO_TAP_ADDON'] = join(nativeBuildDir(), 'virtio_tap.node');
-  const bare = {
-    split: (await import(join(dir, 'src', 'virtio', 'split-queue.ts'))) as { SplitQueue: QueueClass },
-    device: (await import(join(dir, 'src', 'net', 'device.ts'))) as { NetDevice: DeviceLib['NetDevice'] },
-    driver: (await import(join(dir, 'src', 'driver', 'net-driver.ts'))) as { NetDriver: DeviceLib['NetDriver'] },
-  };
-  const { SplitQueue } = await import('../src/virtio/split-queue.js');
-  // Transmit first: virtio-tap's own copy of the code must not carry type
-  // feedback from other runs that the copy without hooks never saw.
-  const bareLib: DeviceLib = { NetDevice: bare.device.NetDevice, NetDriver: bare.driver.NetDriver };
 
   await withBenchTap(async (t) => {
     const hdr = new Uint8Array(12);
     const frame64 = new Uint8Array([...hdr, ...t.udpFrame(64, false)]);
     const frame1500 = new Uint8Array([...hdr, ...t.udpFrame(1500, false)]);
     const tx = (frame: Uint8Array, lib: DeviceLib, extras: DeviceExtras = {}) => async () => rate(await tsTransmit(frame, o.seconds, lib, extras));
-    o.progress(`observe: transmit 64 B on a TAP, hooks vs none, best of ${offReps}`);
-    const [txOn, txBare] = await sideBySide(offReps, tx(frame64, OWN_LIB), tx(frame64, bareLib));
+    // Each run in a fresh process: in one process, each copy's JIT state is
+    // shaped by the other's runs, which biased these comparisons.
+    const ringChains = Math.min(o.chains, 5_000_000);
+    const frameFile = t.file('observe-64.bin', frame64);
+    const child = (mode: 'transmit' | 'ring', bareRoot: string | null) => async () => {
+      const r = spawnSync(process.execPath, [...process.execArgv, join(root, 'bench', 'observe-child.ts')], {
+        env: { ...process.env, VT_OBSERVE_CHILD: JSON.stringify({ mode, frameFile, seconds: o.seconds, chains: ringChains, bare: bareRoot }) },
+        encoding: 'utf8',
+        timeout: (o.seconds + 30) * 1000,
+      });
+      if (r.status !== 0) throw new Error(`observe child failed: ${r.stderr}`);
+      return (JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { rate: number }).rate;
+    };
+    o.progress(`observe: transmit 64 B on a TAP, hooks vs none, best of ${offReps}, a process each`);
+    const [txOn, txBare] = await sideBySide(offReps, child('transmit', null), child('transmit', dir));
     rows.push(row('tracing and capture off: transmit 64 B', 'throughput', txOn, 'frames/s', { name: 'a build without them', value: txBare }, { min: 0.98 }));
 
-    // After transmit, before capture: each side's code then has only its own
-    // type feedback (the rig's driver side is shared by both, alike).
-    const ringChains = Math.min(o.chains, 5_000_000);
-    o.progress(`observe: virtqueue, hooks vs none, best of ${offReps}`);
-    const [withHooks, without] = await sideBySide(
-      offReps,
-      async () => ringRate(SplitQueue, ringChains),
-      async () => ringRate(bare.split.SplitQueue, ringChains),
-    );
+    o.progress(`observe: virtqueue, hooks vs none, best of ${offReps}, a process each`);
+    const [withHooks, without] = await sideBySide(offReps, child('ring', null), child('ring', dir));
     rows.push(row('tracing and capture off: virtqueue, split, 1 descriptor', 'throughput', withHooks, 'chains/s', { name: `a build without them (${removed} lines removed)`, value: without }, { min: 0.98 }));
 
     // Capture writes to a file, a fresh one per run; or to /dev/null, to see the packet path's share without the file system's.
