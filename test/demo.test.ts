@@ -116,6 +116,14 @@ describe('the command line', () => {
     expect(b.stderr).toContain('unknown command "launch"');
   });
 
+  it('the installed command runs as the README gives it: npx virtio-tap', () => {
+    // npm install builds dist/ (prepare); npx runs dist/cli/main.js directly, so it must be executable.
+    const r = spawnSync('npx', ['--no-install', 'virtio-tap', 'help'], { cwd: root, encoding: 'utf8', timeout: 60_000 });
+    expect(r.stderr).not.toMatch(/Permission denied/);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toContain('usage: virtio-tap <command>');
+  });
+
   it('prints help', () => {
     const r = cli('help');
     expect(r.status).toBe(0);
