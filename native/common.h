@@ -6,8 +6,12 @@
 
 #include <napi.h>
 
+#include <limits.h>
+#include <sys/uio.h>
+
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 #include <unordered_set>
 
@@ -24,11 +28,23 @@ struct Region {
   bool live = false;
 };
 
+// Scratch space of mergeable receive. It lives in the per-environment data,
+// not in thread_local storage: in a shared library every thread_local access
+// goes through __tls_get_addr, which showed up in receive profiles.
+struct MergeScratch {
+  static constexpr size_t kMaxGroups = 4096;
+  struct iovec iov[IOV_MAX];
+  size_t groupStart[kMaxGroups + 1];
+  size_t groupRoom[kMaxGroups];
+  std::vector<uint8_t> bounce;
+};
+
 // Per-environment state (main thread and each worker have their own).
 struct AddonData {
   std::vector<Region> regions;
   std::unordered_set<Poller*> pollers;
   uint32_t epoch = 1;
+  std::unique_ptr<MergeScratch> merge = std::make_unique<MergeScratch>();
 };
 
 AddonData* GetData(Napi::Env env);

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -17,6 +18,19 @@
 namespace vtap {
 
 static constexpr int kMaxSegments = IOV_MAX;
+
+// readv and writev without glibc's wrappers: those are cancellation points
+// and pay for enabling and disabling asynchronous cancellation on every call,
+// which no thread of ours uses.
+static inline ssize_t SysReadv(int fd, const struct iovec* iov, int cnt) {
+  return syscall(SYS_readv, fd, iov, cnt);
+}
+static inline ssize_t SysRead(int fd, void* buf, size_t len) {
+  return syscall(SYS_read, fd, buf, len);
+}
+static inline ssize_t SysWritev(int fd, const struct iovec* iov, int cnt) {
+  return syscall(SYS_writev, fd, iov, cnt);
+}
 
 struct BatchArgs {
   int fd;
@@ -54,7 +68,7 @@ static bool ParseBatch(const Napi::CallbackInfo& info, BatchArgs* a) {
   return true;
 }
 
-// Builds the iovecs of the frame at *pos. Returns the segment count, -EINVAL
+// Builds the iovecs of the frame at *pos. Returns the iovec count, -EINVAL
 // for a malformed plan (processing stops), or -EFAULT for a segment outside
 // its region (the frame is refused, nothing is transferred).
 static int BuildFrame(Napi::Env env, AddonData* data, const BatchArgs& a, size_t* pos, struct iovec* iov) {
@@ -66,14 +80,23 @@ static int BuildFrame(Napi::Env env, AddonData* data, const BatchArgs& a, size_t
   if (a.planLen - *pos - 1 < nseg * 3) return -EINVAL;
   const double* seg = a.plan + *pos + 1;
   *pos += 1 + nseg * 3;
+  // Segments that are one run of memory (a header descriptor right before
+  // its frame's) become one iovec: a single-iovec readv or writev takes the
+  // kernel's fast path.
+  size_t out = 0;
   for (size_t i = 0; i < nseg; i++) {
     size_t len = 0;
     uint8_t* p = ResolveSegment(env, data, seg[i * 3], seg[i * 3 + 1], seg[i * 3 + 2], &len);
     if (p == nullptr) return -EFAULT;
-    iov[i].iov_base = p;
-    iov[i].iov_len = len;
+    if (out > 0 && static_cast<uint8_t*>(iov[out - 1].iov_base) + iov[out - 1].iov_len == p) {
+      iov[out - 1].iov_len += len;
+      continue;
+    }
+    iov[out].iov_base = p;
+    iov[out].iov_len = len;
+    out++;
   }
-  return static_cast<int>(nseg);
+  return static_cast<int>(out);
 }
 
 // Long on purpose: this is the hot loop, one syscall per frame and no allocation.
@@ -100,7 +123,7 @@ static Napi::Value Batch(const Napi::CallbackInfo& info) {
     }
     ssize_t rc;
     do {
-      rc = kWrite ? writev(a.fd, iov, nseg) : readv(a.fd, iov, nseg);
+      rc = kWrite ? SysWritev(a.fd, iov, nseg) : SysReadv(a.fd, iov, nseg);
     } while (rc < 0 && errno == EINTR);
     if (rc >= 0) {
       a.results[done++] = static_cast<int32_t>(rc);
@@ -132,7 +155,7 @@ static Napi::Value ReadvMergeable(const Napi::CallbackInfo& info) {
         .ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  if (!ArgInt(info, 2, 0, 4096, &groups) || !ArgInt(info, 3, 1, INT32_MAX, &minRoom) ||
+  if (!ArgInt(info, 2, 0, MergeScratch::kMaxGroups, &groups) || !ArgInt(info, 3, 1, INT32_MAX, &minRoom) ||
       !ArgInt(info, 4, 1, INT32_MAX, &maxRoom))
     return env.Undefined();
   Napi::Float64Array planArr = info[1].As<Napi::Float64Array>();
@@ -144,9 +167,10 @@ static Napi::Value ReadvMergeable(const Napi::CallbackInfo& info) {
   data->epoch++;
   if (data->epoch == 0) data->epoch = 1;
 
-  static thread_local struct iovec iov[kMaxSegments];
-  static thread_local size_t groupStart[4097];
-  static thread_local size_t groupRoom[4096];
+  MergeScratch& scratch = *data->merge;
+  struct iovec* const iov = scratch.iov;
+  size_t* const groupStart = scratch.groupStart;
+  size_t* const groupRoom = scratch.groupRoom;
   // Groups are resolved lazily, only as far as the frames read need them: a
   // call that finds one frame waiting does not resolve hundreds of groups.
   size_t pos = 0, nseg = 0, parsed = 0;
@@ -179,12 +203,12 @@ static Napi::Value ReadvMergeable(const Napi::CallbackInfo& info) {
   };
   groupStart[0] = 0;
 
-  static thread_local struct iovec head[kMaxSegments + 1];
-  static thread_local std::vector<uint8_t> bounceBuf;
+  std::vector<uint8_t>& bounceBuf = scratch.bounce;
   bool bigFrames = false;
-  size_t g = 0, frames = 0;
+  // The frame's room is the window [g, last) of groups: as frames consume
+  // groups from its front, it grows at its back to maxRoom (or the last group).
+  size_t g = 0, frames = 0, left = 0, last = 0;
   while (frames < maxFrames) {
-    size_t left = 0, last = g;
     for (;;) {
       while (last >= parsed && parseOne()) {
       }
@@ -193,43 +217,42 @@ static Napi::Value ReadvMergeable(const Napi::CallbackInfo& info) {
       last++;
     }
     if (left < static_cast<size_t>(minRoom)) break;
-    // A readv costs more the more iovecs it is given, and room for a 64 KiB
-    // GSO frame can be 30 or more buffers. So, until a frame in this call has
-    // needed more, the readv gets the first buffers that hold one MTU-sized
-    // frame and a bounce buffer as large as the rest: a larger frame is then
-    // copied from the bounce buffer into the rest, and the call's later
-    // frames get every buffer. Either way the readv offers the same room.
+    // A readv costs more the more iovecs it is given: one iovec is the
+    // kernel's fast path (a plain user buffer), and every further one adds
+    // about a fifth to the cost of reading a small frame. Room for a 64 KiB
+    // GSO frame can be 30 or more buffers. So, when those buffers are not one
+    // run of memory and until a frame in this call has needed more than an
+    // MTU's worth, the frame is read into a bounce buffer as large as all the
+    // room and copied into the buffers: copying a small frame costs less than
+    // the iovecs. After a larger frame, the call's later frames are read
+    // straight into every buffer. Either way the read offers the same room.
     size_t mid = g, small = 0;
     while (mid < last && small < static_cast<size_t>(minRoom)) small += groupRoom[mid++];
-    bool bounce = !bigFrames && mid < last;
+    const size_t first = groupStart[g], end = groupStart[last];
+    size_t run = first + 1;
+    while (run < end && static_cast<uint8_t*>(iov[run - 1].iov_base) + iov[run - 1].iov_len == iov[run].iov_base) run++;
+    const bool bounce = !bigFrames && mid < last && run < end;
     ssize_t rc;
-    int cnt;
-    struct iovec* v;
     if (bounce) {
-      size_t rest = left - small;
-      if (bounceBuf.size() < rest) bounceBuf.resize(rest);
-      cnt = static_cast<int>(groupStart[mid] - groupStart[g]);
-      std::memcpy(head, &iov[groupStart[g]], cnt * sizeof(struct iovec));
-      head[cnt].iov_base = bounceBuf.data();
-      head[cnt].iov_len = rest;
-      cnt++;
-      v = head;
-    } else {
-      cnt = static_cast<int>(groupStart[last] - groupStart[g]);
-      v = &iov[groupStart[g]];
-    }
-    do {
-      rc = readv(a.fd, v, cnt);
-    } while (rc < 0 && errno == EINTR);
-    if (bounce && rc > static_cast<ssize_t>(small)) {
-      // Spread the overflow over the buffers it stands for.
-      size_t over = static_cast<size_t>(rc) - small, from = 0;
-      for (size_t i = groupStart[mid]; i < groupStart[last] && from < over; i++) {
-        size_t n = std::min(over - from, iov[i].iov_len);
+      if (bounceBuf.size() < left) bounceBuf.resize(left);
+      do {
+        rc = SysRead(a.fd, bounceBuf.data(), left);
+      } while (rc < 0 && errno == EINTR);
+      // Spread the frame over the buffers it is read into.
+      size_t from = 0, want = rc > 0 ? static_cast<size_t>(rc) : 0;
+      for (size_t i = first; i < end && from < want; i++) {
+        size_t n = std::min(want - from, iov[i].iov_len);
         std::memcpy(iov[i].iov_base, bounceBuf.data() + from, n);
         from += n;
       }
-      bigFrames = true;
+      if (rc > static_cast<ssize_t>(small)) bigFrames = true;
+    } else {
+      // One run of memory is one iovec.
+      struct iovec one = {iov[first].iov_base, left};
+      const bool single = run == end;
+      do {
+        rc = single ? SysReadv(a.fd, &one, 1) : SysReadv(a.fd, &iov[first], static_cast<int>(end - first));
+      } while (rc < 0 && errno == EINTR);
     }
     if (rc < 0) {
       int err = errno == EWOULDBLOCK ? EAGAIN : errno;
@@ -247,6 +270,7 @@ static Napi::Value ReadvMergeable(const Napi::CallbackInfo& info) {
     results[frames * 2 + 1] = static_cast<int32_t>(used);
     frames++;
     g += used;
+    left -= got;
   }
   return Napi::Number::New(env, static_cast<double>(frames));
 }

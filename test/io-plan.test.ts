@@ -56,6 +56,52 @@ describe('batched I/O plans', () => {
     expect(drain()).toEqual([3, 4, 9, 1]);
   });
 
+  it('segments that are one run of memory are written as one, in order', () => {
+    const a = region(Uint8Array.of(1, 2, 3, 4, 5, 6));
+    const b = region(Uint8Array.of(9));
+    const plan = new IoPlan(1);
+    plan.beginFrame();
+    plan.addSegment(a, 0, 2); // a header right before its frame ...
+    plan.addSegment(a, 2, 3); // ... is one iovec
+    plan.addSegment(b, 0, 1);
+    plan.addSegment(a, 5, 1);
+    expect(n.writevBatch(fd, plan.plan, 1, plan.results)).toBe(1);
+    expect(plan.results[0]).toBe(7);
+    expect(drain()).toEqual([1, 2, 3, 4, 5, 9, 6]);
+  });
+
+  describe('mergeable reads place the bytes in the groups, in group order', () => {
+    const data = Uint8Array.from({ length: 2500 }, (_, i) => (i * 7) & 0xff);
+    function readInto(offsets: number[]): Uint8Array {
+      const mem = new Uint8Array(4096).fill(0xaa);
+      const r = region(mem);
+      const plan = new IoPlan(offsets.length);
+      for (const o of offsets) {
+        plan.beginFrame();
+        plan.addSegment(r, o, 1024);
+      }
+      expect(n.writeFrame(fd, data)).toBe(data.length);
+      const results = new Int32Array(8);
+      // Room for one frame: at least 1000 bytes, at most all four groups.
+      expect(n.readvMergeable(fd, plan.plan, offsets.length, 1000, 4096, results)).toBe(2);
+      expect(Array.from(results.subarray(0, 4))).toEqual([2500, 3, EAGAIN, 0]);
+      return mem;
+    }
+    it('groups that are one run of memory', () => {
+      const mem = readInto([0, 1024, 2048, 3072]);
+      expect(mem.subarray(0, 2500)).toEqual(data);
+      expect(mem.subarray(2500).every((b) => b === 0xaa)).toBe(true);
+    });
+    it('groups scattered in memory (through the bounce buffer)', () => {
+      const mem = readInto([3072, 1024, 2048, 0]);
+      expect(mem.subarray(3072, 4096)).toEqual(data.subarray(0, 1024));
+      expect(mem.subarray(1024, 2048)).toEqual(data.subarray(1024, 2048));
+      expect(mem.subarray(2048, 2048 + 452)).toEqual(data.subarray(2048));
+      expect(mem.subarray(2500, 3072).every((b) => b === 0xaa)).toBe(true);
+      expect(mem.subarray(0, 1024).every((b) => b === 0xaa)).toBe(true);
+    });
+  });
+
   it('refuses segments outside their region and writes nothing for that frame', () => {
     const r = region(new Uint8Array(16).fill(7));
     const cases: [number, number, number][] = [
