@@ -347,8 +347,8 @@ export class NetDriver {
       this.releaseRx(q, tok);
       this.stats.rxBytes += q.rx.usedLen;
       if (this.mergeable) {
-        const v = this.mem.view(q.rxBufs[tok]!, NET_HDR_SIZE);
-        const more = (v[10]! | (v[11]! << 8)) - 1;
+        // num_buffers (§5.1.6.4), read in place.
+        const more = this.mem.u16le(q.rxBufs[tok]! + 10) - 1;
         for (let k = 0; k < more; k++) {
           const t = q.rx.popUsed();
           if (t < 0) break;

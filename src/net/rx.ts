@@ -63,7 +63,8 @@ export class RxQueue {
   private held = 0;
   private readonly peek = new Uint8Array(18);
   private readonly mergeResults: Int32Array;
-  private readonly ioToRegion = new Map<number, number>();
+  /** Region index by native I/O index (small integers; an array, not a Map, on the hot path). */
+  private readonly ioToRegion: number[] = [];
   private throttleTimer: NodeJS.Timeout | null = null;
   private stopped = false;
 
@@ -89,7 +90,12 @@ export class RxQueue {
     this.chain = q.newChain();
     this.plan = new IoPlan(batch, Math.max(batch * 4, cap * 4));
     this.views = regionViews(q.mem);
-    q.mem.regions.forEach((_, r) => this.ioToRegion.set(q.mem.ioRegion(r), r));
+    q.mem.regions.forEach((_, r) => {
+      const io = q.mem.ioRegion(r);
+      if (io < 0) return;
+      while (this.ioToRegion.length <= io) this.ioToRegion.push(0);
+      this.ioToRegion[io] = r;
+    });
     this.e = new BatchEntries(cap);
     this.mergeResults = new Int32Array(2 * cap);
     this.keepFlags = new Uint8Array(cap);
@@ -448,7 +454,7 @@ export class RxQueue {
   }
 
   private regionOfIo(ioIndex: number): number {
-    return this.ioToRegion.get(ioIndex) ?? 0;
+    return this.ioToRegion[ioIndex] ?? 0;
   }
 
   private readError(r: number): void {

@@ -161,6 +161,18 @@ export class GuestMemory {
     return r.bytes.subarray(addr - r.gpa, addr - r.gpa + len);
   }
 
+  /**
+   * The little-endian u16 at addr, or -1 when [addr, addr + 2) is not inside
+   * one region. Hot path: no view is made.
+   */
+  u16le(addr: number): number {
+    const i = this.regionOf(addr, 2);
+    if (i < 0) return -1;
+    const r = this.regions[i] as MemoryRegion;
+    const o = addr - r.gpa;
+    return r.bytes[o]! | (r.bytes[o + 1]! << 8);
+  }
+
   /** Copies bytes out of guest memory (tests, tools; not the hot path). */
   read(addr: number, len: number): Uint8Array {
     const out = new Uint8Array(len);
