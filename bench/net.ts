@@ -5,7 +5,6 @@
 //             the driver negotiates as a Linux guest does (no VIRTIO_F_IN_ORDER)
 //   super-frames: 64000-byte UDP (USO) super-frames both ways, vs C with IFF_VNET_HDR
 // plus CPU time per frame, and resident memory over a soak run.
-import { createSocket } from 'node:dgram';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,7 +17,7 @@ import type { NetFeatureSwitches } from '../src/net/features.js';
 import { Tap } from '../src/tap/tap.js';
 import { parseIpv4 as ip, parseMac } from '../src/util/addr.js';
 import { buildUdp } from '../src/util/packet.js';
-import { rate, runC, type LoopResult } from './lib/c-loop.js';
+import { rate, runC, startSink, type LoopResult, type Sink } from './lib/c-loop.js';
 import { median, row, type Row } from './lib/report.js';
 
 const NAME = 'vtnbench0';
@@ -188,7 +187,7 @@ export interface BenchTap {
 /** Makes the bench TAP (persistent, host address, a UDP sink), runs `body`, removes it all. */
 export async function withBenchTap<T>(body: (t: BenchTap) => Promise<T>): Promise<T> {
   const dir = mkdtempSync(join(tmpdir(), 'vt-netbench-'));
-  const sink = createSocket('udp4');
+  let sink: Sink | null = null;
   const setup = Tap.open({ name: NAME, vnetHdr: true, persist: true });
   try {
     setup.setUp();
@@ -196,8 +195,8 @@ export async function withBenchTap<T>(body: (t: BenchTap) => Promise<T>): Promis
     const hostMac = setup.mac;
     setup.close();
     execFileSync('ip', ['neigh', 'replace', GUEST, 'lladdr', GUEST_MAC, 'dev', NAME]);
-    await new Promise<void>((r) => sink.bind(0, HOST, () => r()));
-    const port = sink.address().port;
+    sink = await startSink(HOST);
+    const port = sink.port;
     const file = (name: string, bytes: Uint8Array) => {
       const f = join(dir, name);
       writeFileSync(f, bytes);
@@ -214,7 +213,7 @@ export async function withBenchTap<T>(body: (t: BenchTap) => Promise<T>): Promis
     };
     return await body({ hostMac, port, dir, file, udpFrame, sender });
   } finally {
-    sink.close();
+    sink?.stop();
     try {
       const t = Tap.attach(NAME);
       t.setPersistent(false);

@@ -1,7 +1,6 @@
 // `npm run bench -- tap`: the Tap's batched write and read paths against a
 // plain C loop (bench/c/tap_loop.c, one frame per syscall) on the same TAP,
 // with the same frames, in the same run. The host kernel is the peer.
-import { createSocket } from 'node:dgram';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,7 +9,7 @@ import { IoPlan, registerIoRegion, unregisterIoRegion } from '../src/tap/io-plan
 import { Tap } from '../src/tap/tap.js';
 import { parseIpv4 as ip, parseMac } from '../src/util/addr.js';
 import { buildUdp } from '../src/util/packet.js';
-import { rate, runC } from './lib/c-loop.js';
+import { rate, runC, startSink, type Sink } from './lib/c-loop.js';
 import { median, row, type Row } from './lib/report.js';
 
 export interface TapBenchOptions {
@@ -111,14 +110,14 @@ export async function runTapBench(o: TapBenchOptions): Promise<Row[]> {
   const rows: Row[] = [];
   const dir = mkdtempSync(join(tmpdir(), 'vt-bench-'));
   // A host socket that receives (and, unread, soon drops) what the TAP carries.
-  const sink = createSocket('udp4');
+  let sink: Sink | null = null;
   const setup = Tap.open({ name: 'vtbench0', persist: true });
   try {
     setup.setUp();
     setup.setIpv4(HOST, 24);
     const hostMac = setup.mac;
-    await new Promise<void>((r) => sink.bind(0, HOST, () => r()));
-    const port = sink.address().port;
+    sink = await startSink(HOST);
+    const port = sink.port;
     setup.close(); // persistent: both loops attach to it in turn
     for (const size of o.sizes) {
       const frame = frameOfSize(size, hostMac, port);
@@ -156,7 +155,7 @@ export async function runTapBench(o: TapBenchOptions): Promise<Row[]> {
       rows.push(row(`read ${size} B`, 'throughput', median(tr), 'frames/s', { name: 'C read() loop', value: median(cr) }, { min: 0.9 }));
     }
   } finally {
-    sink.close();
+    sink?.stop();
     try {
       const t = Tap.attach('vtbench0');
       t.setPersistent(false);

@@ -12,6 +12,8 @@
  *                                             offload on (GSO super-frames whole)
  *   tap_loop usend IPV4 PORT SECONDS          host sender of 64000-byte UDP
  *                                             super-frames (UDP_SEGMENT, 1472)
+ *   tap_loop sink IPV4 SECONDS                a host UDP socket that is never read:
+ *                                             prints {"port":N}, then sleeps
  *
  * write and read attach to an existing TAP (IFF_TAP|IFF_NO_PI) by name; each
  * prints one JSON line: {"frames":N,"bytes":N,"seconds":S,"errors":N,"cpu":S}.
@@ -96,6 +98,23 @@ int main(int argc, char **argv) {
   const char *ifname = argv[2];
   unsigned long frames = 0, errors = 0;
   unsigned long long bytes = 0;
+  if (strcmp(mode, "sink") == 0) {
+    /* The kernel queues what arrives until the buffer is full, then drops:
+       the same cheap end for every frame, whoever writes into the TAP. */
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in at = {.sin_family = AF_INET};
+    socklen_t alen = sizeof at;
+    if (fd < 0 || inet_pton(AF_INET, argv[2], &at.sin_addr) != 1 || bind(fd, (struct sockaddr *)&at, sizeof at) < 0 ||
+        getsockname(fd, (struct sockaddr *)&at, &alen) < 0) {
+      perror("sink");
+      return 2;
+    }
+    printf("{\"port\":%d}\n", ntohs(at.sin_port));
+    fflush(stdout);
+    double end = now() + atof(argv[3]);
+    while (now() < end) usleep(100000);
+    return 0;
+  }
   if (strcmp(mode, "usend") == 0) {
     if (argc < 5) { fprintf(stderr, "usage: tap_loop usend IPV4 PORT SECONDS\n"); return 2; }
     int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);

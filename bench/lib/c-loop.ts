@@ -29,3 +29,32 @@ export function runC(args: string[]): Promise<LoopResult> {
 export function rate(r: { frames: number; seconds: number }): number {
   return r.frames / r.seconds;
 }
+
+/** A host UDP socket that is never read, in a process of its own (tap_loop sink). */
+export interface Sink {
+  port: number;
+  stop(): void;
+}
+
+/**
+ * Starts the sink on `host`. A sink in the bench's own process would be read
+ * by Node's event loop, on the thread the TypeScript device runs on, but on
+ * another core while a C loop runs: an unfair share of the work.
+ */
+export function startSink(host: string, maxSeconds = 3600): Promise<Sink> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(join(nativeBuildDir(), 'tap_loop'), ['sink', host, String(maxSeconds)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    const onData = (d: Buffer) => {
+      out += d.toString();
+      const nl = out.indexOf('\n');
+      if (nl < 0) return;
+      child.stdout.off('data', onData);
+      const { port } = JSON.parse(out.slice(0, nl)) as { port: number };
+      resolve({ port, stop: () => child.kill('SIGKILL') });
+    };
+    child.stdout.on('data', onData);
+    child.on('error', reject);
+    child.on('exit', (code) => reject(new Error(`tap_loop sink ${host} exited ${code}`)));
+  });
+}
