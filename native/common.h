@@ -36,7 +36,6 @@ struct MergeScratch {
   struct iovec iov[IOV_MAX];
   size_t groupStart[kMaxGroups + 1];
   size_t groupRoom[kMaxGroups];
-  std::vector<uint8_t> bounce;
 };
 
 // Per-environment state (main thread and each worker have their own).

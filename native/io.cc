@@ -136,22 +136,35 @@ static Napi::Value Batch(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(done));
 }
 
-// readvMergeable(fd, plan, groups, minRoom, maxRoom, results) -> frames.
-// The plan holds `groups` groups of segments (the same layout as frames).
-// Frames are read one per readv from a cursor over the groups: each readv is
-// given the groups from the cursor until `maxRoom` bytes (or all that is
-// left), and the frame consumes whole groups, as many as its bytes need.
-// results[2i] = bytes or -errno, results[2i+1] = groups consumed. Stops at
-// EAGAIN (reported, nothing consumed), or when less than `minRoom` bytes of
-// groups are left. Long on purpose: the hot loop of mergeable receive.
+// readvMergeable(fd, plan, groups, minRoom, maxRoom, results, hold, state)
+// -> frames. The plan holds `groups` groups of segments (the same layout as
+// frames). Frames are read one per read from a cursor over the groups, and a
+// frame consumes whole groups, as many as its bytes need.
+// results[2i] = bytes or -errno, results[2i+1] = groups consumed.
+//
+// No frame is cut short. The read offers `maxRoom` bytes (the largest frame)
+// whenever the groups from the cursor on hold less than that: it reads into
+// `hold` (the queue's own buffer, at least maxRoom bytes) and copies the
+// frame into the groups. A frame larger than the groups left stays in `hold`
+// (state[0] = its bytes, 0 when none) and is placed first by a later call,
+// when there is room; nothing more is read meanwhile, as QEMU stops reading
+// its TAP while the guest's buffers cannot take the frame in hand.
+//
+// Stops at EAGAIN (reported, nothing consumed), when less than `minRoom`
+// bytes of groups are left, or when a held frame does not fit. Long on
+// purpose: the hot loop of mergeable receive.
 static Napi::Value ReadvMergeable(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int64_t fd, groups, minRoom, maxRoom;
   if (!ArgInt(info, 0, 0, INT32_MAX, &fd)) return env.Undefined();
-  if (info.Length() < 6 || !info[1].IsTypedArray() ||
-      info[1].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array || !info[5].IsTypedArray() ||
-      info[5].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
-    Napi::TypeError::New(env, "expected (fd, plan: Float64Array, groups, minRoom, maxRoom, results: Int32Array)")
+  auto isType = [&](size_t i, napi_typedarray_type t) {
+    return info[i].IsTypedArray() && info[i].As<Napi::TypedArray>().TypedArrayType() == t;
+  };
+  if (info.Length() < 8 || !isType(1, napi_float64_array) || !isType(5, napi_int32_array) || !isType(6, napi_uint8_array) ||
+      !isType(7, napi_int32_array)) {
+    Napi::TypeError::New(env,
+                         "expected (fd, plan: Float64Array, groups, minRoom, maxRoom, results: Int32Array, hold: Uint8Array, "
+                         "state: Int32Array)")
         .ThrowAsJavaScriptException();
     return env.Undefined();
   }
@@ -160,6 +173,18 @@ static Napi::Value ReadvMergeable(const Napi::CallbackInfo& info) {
     return env.Undefined();
   Napi::Float64Array planArr = info[1].As<Napi::Float64Array>();
   Napi::Int32Array resArr = info[5].As<Napi::Int32Array>();
+  Napi::Int32Array stateArr = info[7].As<Napi::Int32Array>();
+  uint8_t* hold = nullptr;
+  size_t holdLen = 0;
+  ViewBytes(env, info[6], &hold, &holdLen);
+  if (holdLen < static_cast<size_t>(maxRoom) || stateArr.ElementLength() < 1) {
+    Napi::RangeError::New(env, "hold must have room for maxRoom bytes, and state one element").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int32_t* state = stateArr.Data();
+  // Invariant: a held frame fits the hold buffer it was read into.
+  if (state[0] < 0 || static_cast<size_t>(state[0]) > holdLen) state[0] = 0;
+  size_t held = static_cast<size_t>(state[0]);
   BatchArgs a{static_cast<int>(fd), planArr.Data(), planArr.ElementLength(), 0, nullptr};
   int32_t* results = resArr.Data();
   size_t maxFrames = resArr.ElementLength() / 2;
@@ -203,7 +228,6 @@ static Napi::Value ReadvMergeable(const Napi::CallbackInfo& info) {
   };
   groupStart[0] = 0;
 
-  std::vector<uint8_t>& bounceBuf = scratch.bounce;
   bool bigFrames = false;
   // The frame's room is the window [g, last) of groups: as frames consume
   // groups from its front, it grows at its back to maxRoom (or the last group).
@@ -216,43 +240,57 @@ static Napi::Value ReadvMergeable(const Napi::CallbackInfo& info) {
       left += groupRoom[last];
       last++;
     }
-    if (left < static_cast<size_t>(minRoom)) break;
-    // A readv costs more the more iovecs it is given: one iovec is the
-    // kernel's fast path (a plain user buffer), and every further one adds
-    // about a fifth to the cost of reading a small frame. Room for a 64 KiB
-    // GSO frame can be 30 or more buffers. So, when those buffers are not one
-    // run of memory and until a frame in this call has needed more than an
-    // MTU's worth, the frame is read into a bounce buffer as large as all the
-    // room and copied into the buffers: copying a small frame costs less than
-    // the iovecs. After a larger frame, the call's later frames are read
-    // straight into every buffer. Either way the read offers the same room.
-    size_t mid = g, small = 0;
-    while (mid < last && small < static_cast<size_t>(minRoom)) small += groupRoom[mid++];
     const size_t first = groupStart[g], end = groupStart[last];
-    size_t run = first + 1;
-    while (run < end && static_cast<uint8_t*>(iov[run - 1].iov_base) + iov[run - 1].iov_len == iov[run].iov_base) run++;
-    const bool bounce = !bigFrames && mid < last && run < end;
+    // Copies n bytes of hold into the groups from the cursor on.
+    auto place = [&](size_t n) {
+      size_t from = 0;
+      for (size_t i = first; i < end && from < n; i++) {
+        size_t k = std::min(n - from, iov[i].iov_len);
+        std::memcpy(iov[i].iov_base, hold + from, k);
+        from += k;
+      }
+    };
     ssize_t rc;
-    if (bounce) {
-      if (bounceBuf.size() < left) bounceBuf.resize(left);
-      do {
-        rc = SysRead(a.fd, bounceBuf.data(), left);
-      } while (rc < 0 && errno == EINTR);
-      // Spread the frame over the buffers it is read into.
-      size_t from = 0, want = rc > 0 ? static_cast<size_t>(rc) : 0;
-      for (size_t i = first; i < end && from < want; i++) {
-        size_t n = std::min(want - from, iov[i].iov_len);
-        std::memcpy(iov[i].iov_base, bounceBuf.data() + from, n);
-        from += n;
+    if (held > 0) {
+      // The frame held by an earlier call goes first, once it fits.
+      if (left < held) break;
+      place(held);
+      rc = static_cast<ssize_t>(held);
+      held = 0;
+    } else {
+      if (left < static_cast<size_t>(minRoom)) break;
+      // A readv costs more the more iovecs it is given: one iovec is the
+      // kernel's fast path (a plain user buffer), and every further one adds
+      // about a fifth to the cost of reading a small frame. Room for a 64 KiB
+      // GSO frame can be 30 or more buffers. So the frame is read straight
+      // into the buffers only when they can take any frame and are one run
+      // of memory, or the call has already seen a frame larger than an MTU;
+      // otherwise it is read into hold and copied: copying a small frame
+      // costs less than the iovecs.
+      size_t mid = g, small = 0;
+      while (mid < last && small < static_cast<size_t>(minRoom)) small += groupRoom[mid++];
+      size_t run = first + 1;
+      while (run < end && static_cast<uint8_t*>(iov[run - 1].iov_base) + iov[run - 1].iov_len == iov[run].iov_base) run++;
+      const bool direct = left >= static_cast<size_t>(maxRoom) && (bigFrames || run == end);
+      if (direct) {
+        // One run of memory is one iovec.
+        struct iovec one = {iov[first].iov_base, left};
+        const bool single = run == end;
+        do {
+          rc = single ? SysReadv(a.fd, &one, 1) : SysReadv(a.fd, &iov[first], static_cast<int>(end - first));
+        } while (rc < 0 && errno == EINTR);
+      } else {
+        do {
+          rc = SysRead(a.fd, hold, static_cast<size_t>(maxRoom));
+        } while (rc < 0 && errno == EINTR);
+        if (rc > static_cast<ssize_t>(left)) {
+          // Larger than the buffers left: hold it for a later call.
+          held = static_cast<size_t>(rc);
+          break;
+        }
+        if (rc > 0) place(static_cast<size_t>(rc));
       }
       if (rc > static_cast<ssize_t>(small)) bigFrames = true;
-    } else {
-      // One run of memory is one iovec.
-      struct iovec one = {iov[first].iov_base, left};
-      const bool single = run == end;
-      do {
-        rc = single ? SysReadv(a.fd, &one, 1) : SysReadv(a.fd, &iov[first], static_cast<int>(end - first));
-      } while (rc < 0 && errno == EINTR);
     }
     if (rc < 0) {
       int err = errno == EWOULDBLOCK ? EAGAIN : errno;
@@ -272,6 +310,7 @@ static Napi::Value ReadvMergeable(const Napi::CallbackInfo& info) {
     g += used;
     left -= got;
   }
+  state[0] = static_cast<int32_t>(held);
   return Napi::Number::New(env, static_cast<double>(frames));
 }
 

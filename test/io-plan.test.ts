@@ -82,9 +82,11 @@ describe('batched I/O plans', () => {
       }
       expect(n.writeFrame(fd, data)).toBe(data.length);
       const results = new Int32Array(8);
+      const state = new Int32Array(1);
       // Room for one frame: at least 1000 bytes, at most all four groups.
-      expect(n.readvMergeable(fd, plan.plan, offsets.length, 1000, 4096, results)).toBe(2);
+      expect(n.readvMergeable(fd, plan.plan, offsets.length, 1000, 4096, results, new Uint8Array(4096), state)).toBe(2);
       expect(Array.from(results.subarray(0, 4))).toEqual([2500, 3, EAGAIN, 0]);
+      expect(state[0]).toBe(0);
       return mem;
     }
     it('groups that are one run of memory', () => {
@@ -92,6 +94,38 @@ describe('batched I/O plans', () => {
       expect(mem.subarray(0, 2500)).toEqual(data);
       expect(mem.subarray(2500).every((b) => b === 0xaa)).toBe(true);
     });
+    it('a frame larger than the groups left is held, then placed first when there is room', () => {
+      const mem = new Uint8Array(4096).fill(0xaa);
+      const r = region(mem);
+      const hold = new Uint8Array(4096);
+      const state = new Int32Array(1);
+      const results = new Int32Array(8);
+      const planOf = (count: number) => {
+        const plan = new IoPlan(count);
+        for (let i = 0; i < count; i++) {
+          plan.beginFrame();
+          plan.addSegment(r, i * 1024, 1024);
+        }
+        return plan;
+      };
+      expect(n.writeFrame(fd, data)).toBe(data.length);
+      const small = planOf(2); // 2048 bytes: too few for 2500
+      expect(n.readvMergeable(fd, small.plan, 2, 1000, 4096, results, hold, state)).toBe(0);
+      expect(state[0]).toBe(2500);
+      expect(mem.every((b) => b === 0xaa)).toBe(true); // nothing placed, nothing cut short
+      // Still too few: nothing more is read, the frame stays held.
+      expect(n.writeFrame(fd, Uint8Array.of(1, 2, 3))).toBe(3);
+      expect(n.readvMergeable(fd, small.plan, 2, 1000, 4096, results, hold, state)).toBe(0);
+      expect(state[0]).toBe(2500);
+      const big = planOf(4);
+      // The held frame first, then the later one, in order.
+      expect(n.readvMergeable(fd, big.plan, 4, 1000, 4096, results, hold, state)).toBe(2);
+      expect(Array.from(results.subarray(0, 4))).toEqual([2500, 3, 3, 1]);
+      expect(state[0]).toBe(0);
+      expect(mem.subarray(0, 2500)).toEqual(data);
+      expect(Array.from(mem.subarray(3072, 3076))).toEqual([1, 2, 3, 0xaa]);
+    });
+
     it('groups scattered in memory (through the bounce buffer)', () => {
       const mem = readInto([3072, 1024, 2048, 0]);
       expect(mem.subarray(3072, 4096)).toEqual(data.subarray(0, 1024));

@@ -145,13 +145,41 @@ describe('net device over a socket pair: bad input from the guest', () => {
     open.push(r);
     let hdr: ReturnType<typeof readNetHeader> | null = null;
     r.driver.onFrame = (f) => (hdr = f.header);
-    const buf = new Uint8Array(12 + 5000); // takes three 2 KiB buffers
-    buf.set(frameOf(5000, 1), 12);
+    const buf = new Uint8Array(12 + 9000); // takes three 4 KiB buffers
+    buf.set(frameOf(9000, 1), 12);
     r.peer.write(buf);
     const t0 = Date.now();
     while (hdr === null && Date.now() - t0 < 1000) await sleep(2);
     expect(hdr).not.toBeNull();
     expect(hdr!.numBuffers).toBe(3);
+  });
+
+  it('a frame larger than the buffers left waits for more buffers, never cut short (MRG_RXBUF)', async () => {
+    const r = rig({ MRG_RXBUF: true, IN_ORDER: false }, {}, 8); // eight 4 KiB buffers
+    open.push(r);
+    const got: Uint8Array[] = [];
+    r.driver.onFrame = (f) => got.push(f.frame);
+    // 14 buffers' worth in all: the second 9000-byte frame finds two buffers left.
+    const sent = [60, 9000, 60, 1514, 9000, 3000, 60, 1514].map((len, i) => frameOf(len, 10 + i));
+    for (const f of sent) r.peer.write(Buffer.concat([new Uint8Array(12), f]));
+    const t0 = Date.now();
+    while (got.length < sent.length && Date.now() - t0 < 2000) await sleep(5);
+    expect(got.map((f) => f.length)).toEqual(sent.map((f) => f.length));
+    got.forEach((f, i) => expect(Buffer.from(f).equals(Buffer.from(sent[i]!)), `frame ${i}`).toBe(true));
+    expect(r.dev.metrics.dropped).toBe(0);
+  });
+
+  it('a frame larger than every buffer the ring offers is counted, and later frames still come (MRG_RXBUF)', async () => {
+    const r = rig({ MRG_RXBUF: true, IN_ORDER: false }, {}, 2); // two 4 KiB buffers in all
+    open.push(r);
+    const got: number[] = [];
+    r.driver.onFrame = (f) => got.push(f.frame.length);
+    r.peer.write(Buffer.concat([new Uint8Array(12), frameOf(9000, 1)]));
+    r.peer.write(Buffer.concat([new Uint8Array(12), frameOf(100, 2)]));
+    const t0 = Date.now();
+    while (got.length < 1 && Date.now() - t0 < 2000) await sleep(5);
+    expect(got).toEqual([100]);
+    expect(r.dev.metrics.drops.rx_frame_truncated).toBe(1);
   });
 
   it('fuzz: random transmit chains are sent or dropped and counted, never thrown, and a good frame goes after', async () => {

@@ -271,8 +271,8 @@ describe('capture', () => {
       const rows = tsharkFields(file, ['frame.len', 'frame.comment']);
       expect(rows.map((x) => x[0])).toEqual(['9000', '9000']);
       expect(rows[0]![1]).toContain('from guest, transmitq 1');
-      // 9000 bytes and the header take five 2048-byte buffers (§5.1.6.4).
-      expect(rows[1]![1]).toContain('num_buffers=5; to guest, receiveq 0');
+      // 9000 bytes and the header take three 4096-byte buffers (§5.1.6.4).
+      expect(rows[1]![1]).toContain('num_buffers=3; to guest, receiveq 0');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

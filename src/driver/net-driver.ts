@@ -54,7 +54,11 @@ export interface NetDriverOptions {
   queueSize?: number;
   /** Queue pairs to use (needs MQ for more than 1). */
   pairs?: number;
-  /** Bytes per receive buffer; default 2048 with MRG_RXBUF, else what §5.1.6.3.1 asks. */
+  /**
+   * Bytes per receive buffer; with MRG_RXBUF a page, 4096 (the largest Linux
+   * makes them when frames are large: a 64 KB frame takes 16 buffers, not
+   * 33 of 2048), else what §5.1.6.3.1 asks.
+   */
   rxBufferSize?: number;
   /** Share guest memory (SharedArrayBuffer), for device queues in worker threads. */
   shared?: boolean;
@@ -80,8 +84,14 @@ interface PairQueues {
   rx: DriverQueue;
   tx: DriverQueue;
   rxBufs: number[];
-  /** Buffers not in the receive ring, as a stack of indices. */
+  /**
+   * Buffers not in the receive ring, a FIFO of indices: buffers go back into
+   * the ring in the order they came out, so buffers next to each other in
+   * memory stay next to each other in the ring, as Linux's page-fragment
+   * buffers are. The device then reads a frame that spans them as one run.
+   */
   rxFree: Uint16Array;
+  rxFreeHead: number;
   rxFreeCount: number;
   txSlots: TxSlot[];
   txFree: number[];
@@ -138,7 +148,7 @@ export class NetDriver {
     this.isMergeable = hasFeature(f, VIRTIO_NET_F_MRG_RXBUF);
     const gso = [VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_GUEST_UFO, VIRTIO_NET_F_GUEST_USO4, VIRTIO_NET_F_GUEST_USO6].some((b) => hasFeature(f, b));
     const mtu = this.dev.readConfig(10, 2) || 1500;
-    this.rxBufferSize = this.o.rxBufferSize ?? (this.mergeable ? 2048 : gso ? BIG_RX_BUFFER : NET_HDR_SIZE + 14 + 4 + mtu);
+    this.rxBufferSize = this.o.rxBufferSize ?? (this.mergeable ? 4096 : gso ? BIG_RX_BUFFER : NET_HDR_SIZE + 14 + 4 + mtu);
     for (let p = 0; p < this.o.pairs; p++) {
       const rx = this.makeQueue(2 * p);
       const tx = this.makeQueue(2 * p + 1);
@@ -146,8 +156,8 @@ export class NetDriver {
       const rxBufs = Array.from({ length: size }, () => this.alloc.alloc(this.rxBufferSize, 64));
       const txSlots: TxSlot[] = Array.from({ length: size }, () => ({ addr: this.alloc.alloc(2048, 64), size: 2048 }));
       for (let i = 0; i < 4; i++) txSlots.push({ addr: this.alloc.alloc(NET_HDR_SIZE + 65550, 64), size: NET_HDR_SIZE + 65550 });
-      const rxFree = new Uint16Array(size).map((_, i) => size - 1 - i);
-      this.queues.push({ rx, tx, rxBufs, rxFree, rxFreeCount: size, txSlots, txFree: txSlots.map((_, i) => txSlots.length - 1 - i) });
+      const rxFree = new Uint16Array(size).map((_, i) => i);
+      this.queues.push({ rx, tx, rxBufs, rxFree, rxFreeHead: 0, rxFreeCount: size, txSlots, txFree: txSlots.map((_, i) => txSlots.length - 1 - i) });
     }
     if (hasFeature(f, VIRTIO_NET_F_CTRL_VQ)) {
       this.ctrl = this.makeQueue(2 * this.o.pairs, 16, this.ctrlIndex);
@@ -208,11 +218,18 @@ export class NetDriver {
   }
 
   private freeRx(q: PairQueues): number {
-    return q.rxFreeCount > 0 ? (q.rxFree[--q.rxFreeCount] as number) : -1;
+    if (q.rxFreeCount === 0) return -1;
+    const i = q.rxFree[q.rxFreeHead] as number;
+    q.rxFreeHead = q.rxFreeHead + 1 === q.rxFree.length ? 0 : q.rxFreeHead + 1;
+    q.rxFreeCount--;
+    return i;
   }
 
   private releaseRx(q: PairQueues, i: number): void {
-    q.rxFree[q.rxFreeCount++] = i;
+    let at = q.rxFreeHead + q.rxFreeCount;
+    if (at >= q.rxFree.length) at -= q.rxFree.length;
+    q.rxFree[at] = i;
+    q.rxFreeCount++;
   }
 
   /** Sends one frame (Ethernet, header excluded) with the given header fields. False when the queue is full. */

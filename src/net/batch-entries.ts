@@ -7,6 +7,8 @@ import type { DropReason } from './metrics.js';
 export class BatchEntries {
   readonly head: Uint16Array;
   readonly slots: Uint16Array;
+  /** Descriptors the chain holds (indirect entries included). */
+  readonly descs: Uint16Array;
   /** The queue position before the pop (restorePosition un-pops from here). */
   readonly pos: Uint32Array;
   /** Writable (receive) or readable (transmit) bytes of the chain. */
@@ -23,6 +25,7 @@ export class BatchEntries {
     this.firstOffset = new Float64Array(capacity);
     this.head = new Uint16Array(capacity);
     this.slots = new Uint16Array(capacity);
+    this.descs = new Uint16Array(capacity);
     this.pos = new Uint32Array(capacity);
     this.bytes = new Uint32Array(capacity);
     this.frame = new Int32Array(capacity);
@@ -36,6 +39,7 @@ export class BatchEntries {
   record(i: number, chain: DescriptorChain, position: number, bytes: number, reason: DropReason | null): void {
     this.head[i] = chain.head;
     this.slots[i] = chain.ringSlots;
+    this.descs[i] = chain.descriptors;
     this.pos[i] = position;
     this.bytes[i] = bytes;
     this.reason[i] = reason;
@@ -52,6 +56,7 @@ export class BatchEntries {
       if (w !== i) {
         this.head[w] = this.head[i]!;
         this.slots[w] = this.slots[i]!;
+        this.descs[w] = this.descs[i]!;
         this.pos[w] = this.pos[i]!;
         this.bytes[w] = this.bytes[i]!;
         this.frame[w] = this.frame[i]!;

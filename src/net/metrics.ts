@@ -17,6 +17,7 @@ export const DROP_REASONS = [
   'rx_filtered_broadcast',
   'rx_filtered_vlan',
   'rx_tap_error', // a read error other than EAGAIN
+  'rx_held_at_reset', // read and held for want of buffers when the queue stopped (a reset)
 ] as const;
 
 export type DropReason = (typeof DROP_REASONS)[number];

@@ -63,6 +63,10 @@ export class RxQueue {
   private held = 0;
   private readonly peek = new Uint8Array(18);
   private readonly mergeResults: Int32Array;
+  /** MRG_RXBUF: where a frame is read when it may not fit, and held until it does. */
+  private readonly hold: Uint8Array;
+  /** hold's frame length, 0 when none (readvMergeable's state). */
+  private readonly holdState = new Int32Array(1);
   /** Region index by native I/O index (small integers; an array, not a Map, on the hot path). */
   private readonly ioToRegion: number[] = [];
   private throttleTimer: NodeJS.Timeout | null = null;
@@ -98,11 +102,14 @@ export class RxQueue {
     });
     this.e = new BatchEntries(cap);
     this.mergeResults = new Int32Array(2 * cap);
+    this.hold = new Uint8Array(this.mergeable ? this.need : 0);
     this.keepFlags = new Uint8Array(cap);
   }
 
   stop(): void {
     this.unhold();
+    if (this.holdState[0]! > 0) this.drop('rx_held_at_reset');
+    this.holdState[0] = 0;
     this.stopped = true;
     this.wantsReadable = false;
     if (this.throttleTimer !== null) clearTimeout(this.throttleTimer);
@@ -125,7 +132,8 @@ export class RxQueue {
     while (budget > 0) {
       // Batched reads apply filters too, keeping a refused frame's chains for
       // the next frame; that completes chains out of order, which IN_ORDER forbids.
-      const oneByOne = this.limiter.active || (this.ctx.filter.active && this.inOrder);
+      // A frame held by the mergeable reader goes first, whatever the mode.
+      const oneByOne = (this.limiter.active || (this.ctx.filter.active && this.inOrder)) && this.holdState[0] === 0;
       if (oneByOne) this.unhold();
       const r = oneByOne ? this.readOne() : this.mergeable ? this.readMerged() : this.readBatch();
       if (r <= 0) return; // drained, out of buffers, throttled or broken
@@ -278,7 +286,7 @@ export class RxQueue {
       return this.waitForBuffers(end) ? 1 : 0;
     }
     const res = this.mergeResults;
-    const frames = this.tap.readMergeable(this.plan, this.minNeed, this.need, res);
+    const frames = this.tap.readMergeable(this.plan, this.minNeed, this.need, res, this.hold, this.holdState);
     if (this.observer !== null) this.observer.batch(); // trace-hook
     const filter = this.ctx.filter.active;
     const keep = this.keepFlags;
@@ -323,8 +331,25 @@ export class RxQueue {
     this.flush();
     if (stop) return 0; // drained
     // No EAGAIN: the held chains ran short of room for another frame.
-    if (delivered === 0) return this.waitForBuffers(end) ? 1 : 0;
+    if (delivered === 0) {
+      if (this.holdState[0]! > 0 && this.ringExhausted()) {
+        // The held frame is larger than every buffer the ring can offer at once.
+        this.drop('rx_frame_truncated');
+        this.holdState[0] = 0;
+        return 1;
+      }
+      return this.waitForBuffers(end) ? 1 : 0;
+    }
     return delivered;
+  }
+
+  // True when no more buffers can come before some are completed: the device
+  // holds every descriptor of the ring, or as many chains as it keeps.
+  private ringExhausted(): boolean {
+    if (this.held >= this.e.capacity) return true;
+    let descs = 0;
+    for (let i = 0; i < this.held; i++) descs += this.e.descs[i]!;
+    return descs >= this.q.size;
   }
 
   // One frame: one chain, or with MRG_RXBUF as many as the largest frame needs.

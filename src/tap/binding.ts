@@ -74,12 +74,24 @@ export interface NativeBinding {
   /** As writevBatch, with one readv per frame. */
   readvBatch(fd: number, plan: Float64Array, frames: number, results: Int32Array): number;
   /**
-   * Mergeable receive: frames read one readv each from a cursor over `groups`
+   * Mergeable receive: frames read one read each from a cursor over `groups`
    * groups of segments (plan layout as for frames); a frame consumes whole
    * groups. results[2i] = bytes or -errno, results[2i+1] = groups consumed.
-   * Stops after EAGAIN, or when fewer than minRoom bytes of groups are left.
+   * A frame larger than the groups left is kept in `hold` (at least maxRoom
+   * bytes; state[0] = its length, else 0) and placed first by a later call.
+   * Stops after EAGAIN, when fewer than minRoom bytes of groups are left, or
+   * when the held frame does not fit.
    */
-  readvMergeable(fd: number, plan: Float64Array, groups: number, minRoom: number, maxRoom: number, results: Int32Array): number;
+  readvMergeable(
+    fd: number,
+    plan: Float64Array,
+    groups: number,
+    minRoom: number,
+    maxRoom: number,
+    results: Int32Array,
+    hold: Uint8Array,
+    state: Int32Array,
+  ): number;
   /**
    * Copies `count` frames out of registered memory in one call: per frame,
    * `jobs` holds (at, skip, want, dstOffset): `want` bytes of the plan's

@@ -176,12 +176,12 @@ export class TapQueue extends EventEmitter<{ readable: []; writable: []; error: 
   }
 
   /** Mergeable receive over the groups (frames) of `plan`; see NativeBinding.readvMergeable. */
-  readMergeable(plan: IoPlan, minRoom: number, maxRoom: number, results: Int32Array): number {
+  readMergeable(plan: IoPlan, minRoom: number, maxRoom: number, results: Int32Array, hold: Uint8Array, state: Int32Array): number {
     if (this.fdValue < 0) {
       results[0] = -osConstants.errno.EBADF;
       return 1;
     }
-    return this.n.readvMergeable(this.fdValue, plan.plan, plan.frames, minRoom, maxRoom, results);
+    return this.n.readvMergeable(this.fdValue, plan.plan, plan.frames, minRoom, maxRoom, results, hold, state);
   }
 
   /** Stops the poller before the fd closes, so the loop never watches a stale fd. */

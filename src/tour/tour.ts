@@ -71,7 +71,7 @@ export async function recordTour(layout: 'split' | 'packed'): Promise<TourStep[]
     if (e.type === 'tap_read' && lastRxBuffer >= 0) m.bytes = dev.queues[0]!.mem.view(lastRxBuffer, 12 + 42).slice();
     timeline.push(m);
   });
-  driver = new NetDriver(dev, { queueSize: 4 });
+  driver = new NetDriver(dev, { queueSize: 4, rxBufferSize: 2048 });
   const received: Uint8Array[] = [];
   driver.onFrame = (f) => received.push(f.frame);
   const steps: TourStep[] = [];
