@@ -142,16 +142,17 @@ static Napi::Value Batch(const Napi::CallbackInfo& info) {
 // frame consumes whole groups, as many as its bytes need.
 // results[2i] = bytes or -errno, results[2i+1] = groups consumed.
 //
-// No frame is cut short. The read offers `maxRoom` bytes (the largest frame)
-// whenever the groups from the cursor on hold less than that: it reads into
-// `hold` (the queue's own buffer, at least maxRoom bytes) and copies the
+// No frame is cut short. The read offers more than `maxRoom` bytes (the
+// largest frame) whenever the groups from the cursor on hold less than that:
+// it reads into `hold` (the queue's own buffer, over maxRoom bytes) and copies the
 // frame into the groups. A frame larger than the groups left stays in `hold`
 // (state[0] = its bytes, 0 when none) and is placed first by a later call,
 // when there is room; nothing more is read meanwhile, as QEMU stops reading
 // its TAP while the guest's buffers cannot take the frame in hand.
 //
-// Stops at EAGAIN (reported, nothing consumed), when less than `minRoom`
-// bytes of groups are left, or when a held frame does not fit. Long on
+// A frame larger than the room offered is reported as -EMSGSIZE with no
+// group consumed. Stops at EAGAIN (reported, nothing consumed), when less than
+// `minRoom` bytes of groups are left, or when a held frame does not fit. Long on
 // purpose: the hot loop of mergeable receive.
 static Napi::Value ReadvMergeable(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -177,8 +178,8 @@ static Napi::Value ReadvMergeable(const Napi::CallbackInfo& info) {
   uint8_t* hold = nullptr;
   size_t holdLen = 0;
   ViewBytes(env, info[6], &hold, &holdLen);
-  if (holdLen < static_cast<size_t>(maxRoom) || stateArr.ElementLength() < 1) {
-    Napi::RangeError::New(env, "hold must have room for maxRoom bytes, and state one element").ThrowAsJavaScriptException();
+  if (holdLen <= static_cast<size_t>(maxRoom) || stateArr.ElementLength() < 1) {
+    Napi::RangeError::New(env, "hold must have room for maxRoom + 1 bytes, and state one element").ThrowAsJavaScriptException();
     return env.Undefined();
   }
   int32_t* state = stateArr.Data();
@@ -271,7 +272,9 @@ static Napi::Value ReadvMergeable(const Napi::CallbackInfo& info) {
       while (mid < last && small < static_cast<size_t>(minRoom)) small += groupRoom[mid++];
       size_t run = first + 1;
       while (run < end && static_cast<uint8_t*>(iov[run - 1].iov_base) + iov[run - 1].iov_len == iov[run].iov_base) run++;
-      const bool direct = left >= static_cast<size_t>(maxRoom) && (bigFrames || run == end);
+      // More room than the largest frame: a frame the TAP cut short to fit
+      // (it does so silently) shows as more than maxRoom bytes.
+      const bool direct = left > static_cast<size_t>(maxRoom) && (bigFrames || run == end);
       if (direct) {
         // One run of memory is one iovec.
         struct iovec one = {iov[first].iov_base, left};
@@ -281,16 +284,26 @@ static Napi::Value ReadvMergeable(const Napi::CallbackInfo& info) {
         } while (rc < 0 && errno == EINTR);
       } else {
         do {
-          rc = SysRead(a.fd, hold, static_cast<size_t>(maxRoom));
+          rc = SysRead(a.fd, hold, static_cast<size_t>(maxRoom) + 1);
         } while (rc < 0 && errno == EINTR);
-        if (rc > static_cast<ssize_t>(left)) {
+        if (rc > static_cast<ssize_t>(left) && rc <= static_cast<ssize_t>(maxRoom)) {
           // Larger than the buffers left: hold it for a later call.
           held = static_cast<size_t>(rc);
           break;
         }
-        if (rc > 0) place(static_cast<size_t>(rc));
+        if (rc > 0 && rc <= static_cast<ssize_t>(left)) place(static_cast<size_t>(rc));
       }
       if (rc > static_cast<ssize_t>(small)) bigFrames = true;
+      // A frame larger than the room offered: the TAP cuts it short to fit
+      // (silently: the read fills all the room, which is more than maxRoom),
+      // others refuse it (EFAULT). Gone either way: reported, no group
+      // consumed, and reading goes on.
+      if ((rc < 0 && errno == EFAULT) || (direct ? rc >= static_cast<ssize_t>(left) : rc > static_cast<ssize_t>(maxRoom))) {
+        results[frames * 2] = -EMSGSIZE;
+        results[frames * 2 + 1] = 0;
+        frames++;
+        continue;
+      }
     }
     if (rc < 0) {
       int err = errno == EWOULDBLOCK ? EAGAIN : errno;

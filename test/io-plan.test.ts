@@ -13,6 +13,7 @@ import { IoPlan, registerIoRegion, unregisterIoRegion } from '../src/tap/io-plan
 const EFAULT = -14;
 const EINVAL = -22;
 const EAGAIN = -11;
+const EMSGSIZE = -90;
 
 describe('batched I/O plans', () => {
   let dir: string;
@@ -84,7 +85,7 @@ describe('batched I/O plans', () => {
       const results = new Int32Array(8);
       const state = new Int32Array(1);
       // Room for one frame: at least 1000 bytes, at most all four groups.
-      expect(n.readvMergeable(fd, plan.plan, offsets.length, 1000, 4096, results, new Uint8Array(4096), state)).toBe(2);
+      expect(n.readvMergeable(fd, plan.plan, offsets.length, 1000, 4096, results, new Uint8Array(4097), state)).toBe(2);
       expect(Array.from(results.subarray(0, 4))).toEqual([2500, 3, EAGAIN, 0]);
       expect(state[0]).toBe(0);
       return mem;
@@ -97,7 +98,7 @@ describe('batched I/O plans', () => {
     it('a frame larger than the groups left is held, then placed first when there is room', () => {
       const mem = new Uint8Array(4096).fill(0xaa);
       const r = region(mem);
-      const hold = new Uint8Array(4096);
+      const hold = new Uint8Array(4097);
       const state = new Int32Array(1);
       const results = new Int32Array(8);
       const planOf = (count: number) => {
@@ -124,6 +125,25 @@ describe('batched I/O plans', () => {
       expect(state[0]).toBe(0);
       expect(mem.subarray(0, 2500)).toEqual(data);
       expect(Array.from(mem.subarray(3072, 3076))).toEqual([1, 2, 3, 0xaa]);
+    });
+
+    it('a frame larger than maxRoom is reported (EMSGSIZE), takes no group, and reading goes on', () => {
+      const mem = new Uint8Array(4096).fill(0xaa);
+      const r = region(mem);
+      const plan = new IoPlan(4);
+      for (let i = 0; i < 4; i++) {
+        plan.beginFrame();
+        plan.addSegment(r, i * 1024, 1024);
+      }
+      // A FIFO hands out bytes, not frames: the first read takes 4097 (one
+      // more than maxRoom, so: too large), the next the 903 left.
+      expect(n.writeFrame(fd, new Uint8Array(5000).fill(3))).toBe(5000);
+      const results = new Int32Array(8);
+      const state = new Int32Array(1);
+      expect(n.readvMergeable(fd, plan.plan, 4, 1000, 4096, results, new Uint8Array(4097), state)).toBe(3);
+      expect(Array.from(results.subarray(0, 6))).toEqual([EMSGSIZE, 0, 903, 1, EAGAIN, 0]);
+      expect(mem.subarray(0, 903).every((b) => b === 3)).toBe(true);
+      expect(mem.subarray(903).every((b) => b === 0xaa)).toBe(true);
     });
 
     it('groups scattered in memory (through the bounce buffer)', () => {

@@ -1,6 +1,8 @@
 // The virtio-net device between the in-process driver and the host kernel,
 // through a real TAP, for each ring layout, with MRG_RXBUF on and off and
 // offloads on and off: one shared body per variant.
+import { execFileSync } from 'node:child_process';
+
 import { afterEach, beforeEach, expect, it } from 'vitest';
 
 import { parseIpv4 as ip } from '../src/util/addr.js';
@@ -110,6 +112,31 @@ describePrivileged('net device: jumbo frames', () => {
 });
 
 describePrivileged('net device: the frames it refuses are counted', () => {
+  // IN_ORDER on: frames are read one at a time; off: in batches, as Linux guests negotiate.
+  for (const inOrder of [true, false]) {
+    it(`a frame larger than the device offers room for is counted, and the next one still comes (MRG_RXBUF, IN_ORDER ${inOrder ? 'on' : 'off'})`, async () => {
+      // No guest GSO: the device offers room for an MTU-sized frame (at most a
+      // 4 KiB buffer). The host's side of the TAP takes larger ones.
+      const rig = await startNet({ subnet: inOrder ? 73 : 74, features: { MRG_RXBUF: true, IN_ORDER: inOrder, ...OFFLOADS_OFF } });
+      const sock = await udpReceiver(rig.hostIp);
+      try {
+        execFileSync('ip', ['link', 'set', rig.tap.name, 'mtu', '9000']);
+        await rig.resolveHost();
+        sock.sock.send(Buffer.alloc(6000, 1), 7100, rig.guestIp); // a 6042-byte frame
+        sock.sock.send(Buffer.alloc(100, 2), 7101, rig.guestIp);
+        const u = await rig.waitFor((f) => {
+          const p = parseUdp(f.frame);
+          return p !== null && p.dstPort === 7101 ? p : null;
+        });
+        expect(u?.data.length).toBe(100);
+        expect(rig.dev.metrics.drops.rx_frame_truncated).toBe(1);
+      } finally {
+        await sock.close();
+        rig.close();
+      }
+    });
+  }
+
   it('a frame shorter than an Ethernet header, and a header using an offload not negotiated', async () => {
     const rig = await startNet({ subnet: 72, features: OFFLOADS_OFF });
     try {

@@ -8,7 +8,7 @@
 // buffers are reused. No buffers: stop reading; the RX kick resumes.
 import { constants as osConstants } from 'node:os';
 
-import { IoPlan } from '../tap/io-plan.js';
+import { IoPlan, registerIoRegion, unregisterIoRegion } from '../tap/io-plan.js';
 import type { TapQueue } from '../tap/tap.js';
 import { hasFeature, VIRTIO_F_IN_ORDER } from '../virtio/constants.js';
 import { DescriptorChain, Pop } from '../virtio/descriptor-chain.js';
@@ -32,6 +32,7 @@ import type { FrameObserver } from '../trace/observer.js';
 
 const EAGAIN = osConstants.errno.EAGAIN;
 const EFAULT = osConstants.errno.EFAULT;
+const EMSGSIZE = osConstants.errno.EMSGSIZE;
 /** Frames handled per readiness event before yielding to the loop. */
 const BUDGET = 1024;
 
@@ -67,6 +68,12 @@ export class RxQueue {
   private readonly hold: Uint8Array;
   /** hold's frame length, 0 when none (readvMergeable's state). */
   private readonly holdState = new Int32Array(1);
+  /**
+   * One byte read after a single frame's buffers: the TAP cuts a frame
+   * larger than the room offered short without a word, so a read that
+   * reaches this byte is a frame too large.
+   */
+  private sentinelIo = registerIoRegion(new Uint8Array(1));
   /** Region index by native I/O index (small integers; an array, not a Map, on the hot path). */
   private readonly ioToRegion: number[] = [];
   private throttleTimer: NodeJS.Timeout | null = null;
@@ -102,12 +109,14 @@ export class RxQueue {
     });
     this.e = new BatchEntries(cap);
     this.mergeResults = new Int32Array(2 * cap);
-    this.hold = new Uint8Array(this.mergeable ? this.need : 0);
+    this.hold = new Uint8Array(this.mergeable ? this.need + 1 : 0); // + 1: a frame too large shows as such
     this.keepFlags = new Uint8Array(cap);
   }
 
   stop(): void {
     this.unhold();
+    if (this.sentinelIo >= 0) unregisterIoRegion(this.sentinelIo);
+    this.sentinelIo = -1;
     if (this.holdState[0]! > 0) this.drop('rx_held_at_reset');
     this.holdState[0] = 0;
     this.stopped = true;
@@ -259,6 +268,12 @@ export class RxQueue {
         break;
       }
       handled++;
+      if (r > this.need && r >= e.bytes[i]!) {
+        // Larger than any frame the device offers room for, and it filled the
+        // buffer: the TAP cut it short. Its chain takes the next frame.
+        this.drop('rx_frame_truncated');
+        continue;
+      }
       const refused = filter ? this.filterFrame(at, r) : null;
       if (refused !== null) {
         this.drop(refused); // its chain stays held for the next frame
@@ -298,6 +313,11 @@ export class RxQueue {
     let at = 0; // plan position of group g
     for (let f = 0; f < frames; f++) {
       const bytes = res[2 * f]!;
+      if (bytes === -EMSGSIZE) {
+        this.drop('rx_frame_truncated'); // larger than the largest frame offered room for
+        delivered++;
+        continue;
+      }
       if (bytes < 0) {
         if (bytes !== -EAGAIN) this.readError(bytes);
         stop = true;
@@ -387,12 +407,13 @@ export class RxQueue {
       this.flush();
       return this.waitForBuffers(end) ? 1 : 0;
     }
+    if (this.sentinelIo >= 0) plan.addSegment(this.sentinelIo, 0, 1);
     const done = this.tap.readBatch(plan);
     if (this.observer !== null) this.observer.batch(); // trace-hook
     const r = done > 0 ? plan.results[0]! : -EAGAIN;
-    if (r === -EFAULT && room < this.need) {
-      // The frame was larger than every buffer offered for it: the TAP drops
-      // it (EFAULT) and so is it counted.
+    if (r === -EFAULT || r > room) {
+      // The frame was larger than every buffer offered for it: the TAP cut
+      // it short (it reached the sentinel byte) or refused it (EFAULT).
       this.drop('rx_frame_truncated');
       this.q.restorePosition(e.pos[0]!);
       this.flush();

@@ -77,9 +77,10 @@ export interface NativeBinding {
    * Mergeable receive: frames read one read each from a cursor over `groups`
    * groups of segments (plan layout as for frames); a frame consumes whole
    * groups. results[2i] = bytes or -errno, results[2i+1] = groups consumed.
-   * A frame larger than the groups left is kept in `hold` (at least maxRoom
+   * A frame larger than the groups left is kept in `hold` (over maxRoom
    * bytes; state[0] = its length, else 0) and placed first by a later call.
-   * Stops after EAGAIN, when fewer than minRoom bytes of groups are left, or
+   * A frame larger than maxRoom: -EMSGSIZE, no group consumed, reading goes
+   * on. Stops after EAGAIN, when fewer than minRoom bytes of groups are left, or
    * when the held frame does not fit.
    */
   readvMergeable(
