@@ -105,6 +105,11 @@ describe('the command line', () => {
     const r = cli('demo', '--timeout', 'soon');
     expect(r.status).toBe(2);
     expect(r.stderr.trim()).toBe('virtio-tap: --timeout must be an integer number of milliseconds, got "soon"');
+    for (const bad of ['-1', '1.5', 'x', '1001']) {
+      const t = cli('vhost-user', '--socket', '/nonexistent/vu.sock', '--tap', 'vtbad0', `--tx-timer=${bad}`);
+      expect(t.status).toBe(2);
+      expect(t.stderr.trim()).toBe(`virtio-tap: --tx-timer must be a whole number of milliseconds from 0 to 1000, got "${bad}"`);
+    }
   });
 
   it('rejects an unknown flag and an unknown command', () => {

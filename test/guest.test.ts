@@ -23,13 +23,13 @@ describeGuest('a Linux guest through the vhost-user back-end', () => {
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-  function start(subnet: number, queues = 1, see: { trace?: Tracer; capture?: PcapWriter } = {}) {
+  function start(subnet: number, queues = 1, see: { trace?: Tracer; capture?: PcapWriter } = {}, txTimerMs = 0) {
     const tap = Tap.open({ name: 'vtg%d', vnetHdr: true, queues, multiQueue: queues > 1 });
     tap.setUp();
     tap.setIpv4(`198.18.${subnet}.1`, 24);
     const logs: string[] = [];
     const socket = join(dir, `vu-${subnet}.sock`);
-    const backend = new VhostUserBackend({ socketPath: socket, tap, log: (l) => logs.push(l), ...see });
+    const backend = new VhostUserBackend({ socketPath: socket, tap, log: (l) => logs.push(l), txTimerMs, ...see });
     const errors: Error[] = [];
     backend.on('error', (e: Error) => errors.push(e));
     backend.start();
@@ -47,8 +47,10 @@ describeGuest('a Linux guest through the vhost-user back-end', () => {
     };
   }
 
-  const VARIANTS: [string, string, string][] = [
+  // [name, QEMU device options, ring layout, the back-end's transmit timer (ms)]
+  const VARIANTS: [string, string, string, number?][] = [
     ['default features', '', 'split'],
+    ['default features, a 1 ms transmit timer (the command\'s default)', '', 'split', 1],
     ['packed=on', 'packed=on', 'packed'],
     ['mrg_rxbuf=off', 'mrg_rxbuf=off', 'split'],
     [
@@ -58,10 +60,10 @@ describeGuest('a Linux guest through the vhost-user back-end', () => {
     ],
   ];
   let subnet = 140;
-  for (const [name, opts, layout] of VARIANTS) {
+  for (const [name, opts, layout, txTimerMs] of VARIANTS) {
     const net = subnet++;
     it(`the guest's virtio_net comes up, pings the host, and runs iperf3 TCP both ways and UDP (${name})`, async () => {
-      const s = start(net);
+      const s = start(net, 1, {}, txTimerMs ?? 0);
       const server = iperfServer(`198.18.${net}.1`, 5201);
       try {
         const run = await s.boot(opts, { iperfPort: 5201 });

@@ -182,6 +182,32 @@ describe('net device over a socket pair: bad input from the guest', () => {
     expect(r.dev.metrics.drops.rx_frame_truncated).toBe(1);
   });
 
+  it('transmit timer: the first frame goes on its kick, the burst after it without kicks, and kicks come back when the ring is quiet', async () => {
+    const r = rig({}, { txTimerMs: 25 }, 64);
+    open.push(r);
+    const m = r.dev.metrics;
+    const kicks0 = m.kicks;
+    const t0 = Date.now();
+    expect(r.driver.send(frameOf(100, 1))).toBe(true);
+    expect((await readPeer(r.peer, 20))?.length).toBe(12 + 100); // at once, on its kick
+    expect(Date.now() - t0).toBeLessThan(20);
+    expect(m.kicks).toBe(kicks0 + 1);
+    // Within the timer's period: kicks stay off, and the timer sends them.
+    for (let i = 0; i < 5; i++) expect(r.driver.send(frameOf(200 + i, 2 + i))).toBe(true);
+    expect(m.kicks).toBe(kicks0 + 1);
+    for (let i = 0; i < 5; i++) expect((await readPeer(r.peer, 500))?.length).toBe(12 + 200 + i);
+    // Two periods with nothing: the device asks for kicks again.
+    await sleep(80);
+    const t1 = Date.now();
+    expect(r.driver.send(frameOf(300, 9))).toBe(true);
+    expect(m.kicks).toBe(kicks0 + 2);
+    expect((await readPeer(r.peer, 20))?.length).toBe(12 + 300);
+    expect(Date.now() - t1).toBeLessThan(20);
+    expect(m.txPackets).toBe(7);
+    expect(() => rig({}, { txTimerMs: -1 })).toThrow(RangeError);
+    expect(() => rig({}, { txTimerMs: 0.5 })).toThrow(/txTimerMs/);
+  });
+
   it('fuzz: random transmit chains are sent or dropped and counted, never thrown, and a good frame goes after', async () => {
     const r = rig({}, {}, 64);
     open.push(r);

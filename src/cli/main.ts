@@ -47,6 +47,9 @@ commands:
            --mac MAC         the device's MAC (QEMU's own config space governs the guest)
            --client          connect to a QEMU that listens (reconnecting when it goes)
            --queues N        queue pairs (a multi-queue TAP, one fd per pair)
+           --tx-timer MS     after a kick's frames are sent, keep kicks off and look
+                             again MS later, until a look finds nothing: one wakeup
+                             per MS for a burst, not one per frame (default 1; 0: off)
            --trace, --trace-json, --trace-file PATH, --pcap FILE   as for demo
   tour     walk one frame out of and one frame into the guest, step by step,
            showing the ring memory as it changes (no privileges needed)
@@ -140,12 +143,17 @@ async function vhostUser(args: string[]): Promise<number> {
       mac: { type: 'string' },
       client: { type: 'boolean', default: false },
       queues: { type: 'string', default: '1' },
+      'tx-timer': { type: 'string', default: '1' },
       ...SEE_INSIDE,
     },
   });
   if (values.socket === undefined || values.tap === undefined) throw new TypeError('vhost-user needs --socket PATH and --tap NAME');
   const queues = Number(values.queues);
   if (!Number.isInteger(queues) || queues < 1 || queues > 64) throw new TypeError(`--queues must be an integer from 1 to 64, got "${values.queues}"`);
+  const txTimerMs = Number(values['tx-timer']);
+  if (!/^\d+$/.test(values['tx-timer']) || txTimerMs > 1000) {
+    throw new TypeError(`--tx-timer must be a whole number of milliseconds from 0 to 1000, got "${values['tx-timer']}"`);
+  }
   // The capture file first: a path that cannot be written is refused before any TAP exists.
   const capture = values.pcap !== undefined ? new PcapWriter(values.pcap) : null;
   const trace = traceFrom(values);
@@ -165,6 +173,7 @@ async function vhostUser(args: string[]): Promise<number> {
     ...(capture !== null ? { capture } : {}),
     client: values.client === true,
     ...(values.mac !== undefined ? { mac: values.mac } : {}),
+    txTimerMs,
     log: (l) => log.info(l),
   });
   backend.on('error', (e: Error) => log.fail(e.message));

@@ -51,6 +51,14 @@ export interface NetDeviceOptions {
   /** Frames per native call. */
   batch?: number;
   /**
+   * Transmit timer in milliseconds (0, the default: off). After a kick's
+   * frames are sent, kicks stay off and the ring is looked at again this
+   * much later, until a look finds nothing: a burst costs one wakeup per
+   * period instead of one per kick, at up to this much added delay for the
+   * frames after the first. Whole milliseconds (the event loop's timers).
+   */
+  txTimerMs?: number;
+  /**
    * The control queue is served elsewhere (a vhost-user front-end such as
    * QEMU runs it and tells the device what follows, e.g. which pairs are in
    * use): no control queue here, and MQ offered without CTRL_VQ.
@@ -95,6 +103,7 @@ export class NetDevice extends VirtioDeviceCore {
   private readonly interruptFn: (kind: InterruptKind, queue: number) => void;
   private readonly limits: { tx?: RateLimit; rx?: RateLimit };
   private readonly batch: number;
+  private readonly txTimerMs: number;
   private readonly defaultMac: Uint8Array;
   private control: ControlQueue | null = null;
   private readonly workerPairs: Set<number>;
@@ -124,6 +133,11 @@ export class NetDevice extends VirtioDeviceCore {
     this.interruptFn = o.interrupt;
     this.limits = o.rateLimit ?? {};
     this.batch = o.batch ?? 64;
+    const txTimer = o.txTimerMs ?? 0;
+    if (!Number.isInteger(txTimer) || txTimer < 0 || txTimer > 1000) {
+      throw new RangeError(`txTimerMs must be an integer number of milliseconds from 0 to 1000, not ${txTimer}`);
+    }
+    this.txTimerMs = txTimer;
     this.workerPairs = new Set(o.workers ?? []);
     this.controlElsewhere = o.controlElsewhere === true;
     this.layoutPacked = () => hasFeature(this.features, NET_FEATURES.RING_PACKED);
@@ -238,7 +252,7 @@ export class NetDevice extends VirtioDeviceCore {
     }
     if (txq) {
       txq.mem.registerIo();
-      p.tx = new TxQueue(2 * i + 1, txq, p.tap, ctx, new RateLimiter(this.limits.tx), this.batch);
+      p.tx = new TxQueue(2 * i + 1, txq, p.tap, ctx, new RateLimiter(this.limits.tx), this.batch, this.txTimerMs);
       txq.enableNotifications();
     }
     this.observePair(p);
@@ -332,6 +346,7 @@ export class NetDevice extends VirtioDeviceCore {
       features: this.features.toString(),
       mtu: this.config.mtu,
       batch: this.batch,
+      txTimerMs: this.txTimerMs,
       rateLimit: this.limits,
       filter: this.filter.state(),
       control: control.buffer as SharedArrayBuffer,

@@ -34,6 +34,7 @@ export interface PairWorkerData {
   features: string;
   mtu: number;
   batch: number;
+  txTimerMs: number;
   rateLimit: { tx?: RateLimit; rx?: RateLimit };
   filter: FilterState;
   control: SharedArrayBuffer;

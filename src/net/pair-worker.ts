@@ -62,7 +62,7 @@ const ctx: NetQueueContext = {
   },
 };
 const rx = new RxQueue(data.rx.index, rxq, tap, ctx, new RateLimiter(data.rateLimit.rx), data.mtu, data.batch);
-const tx = new TxQueue(data.tx.index, txq, tap, ctx, new RateLimiter(data.rateLimit.tx), data.batch);
+const tx = new TxQueue(data.tx.index, txq, tap, ctx, new RateLimiter(data.rateLimit.tx), data.batch, data.txTimerMs);
 
 // Every touch of the rings runs inside this guard: once the device sets STOP
 // nothing starts, and the device waits for BUSY to clear before a reset.

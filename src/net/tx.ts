@@ -3,6 +3,13 @@
 // validated and planned in a batch, written with one native call, and
 // completed in order; on EAGAIN the queue is rewound to the first chain not
 // written, which waits for the TAP to become writable.
+//
+// With a transmit timer (txTimerMs > 0), once a kick's chains are sent the
+// device keeps kicks off and looks at the ring again after the timer; it
+// asks for kicks again only when a look finds nothing. A burst then costs
+// one wakeup per timer period instead of one per kick, and the guest saves
+// its notifications (QEMU's virtio-net tx=timer works this way). The first
+// frame after a quiet spell still goes at once, on its kick.
 import { constants as osConstants } from 'node:os';
 
 import { IoPlan } from '../tap/io-plan.js';
@@ -40,10 +47,15 @@ export class TxQueue {
   private readonly hdrView = new DataView(this.hdr.buffer);
   private readonly e: BatchEntries;
   private throttleTimer: NodeJS.Timeout | null = null;
+  private readonly txTimerMs: number;
+  private txTimer: NodeJS.Timeout | null = null;
+  /** Chains completed by the last runBatch. */
+  private lastBatch = 0;
   private stopped = false;
 
-  constructor(index: number, q: DeviceQueue, tap: TapQueue, ctx: NetQueueContext, limiter: RateLimiter, batch = 64) {
+  constructor(index: number, q: DeviceQueue, tap: TapQueue, ctx: NetQueueContext, limiter: RateLimiter, batch = 64, txTimerMs = 0) {
     this.index = index;
+    this.txTimerMs = txTimerMs;
     this.q = q;
     this.tap = tap;
     this.ctx = ctx;
@@ -59,6 +71,8 @@ export class TxQueue {
     this.stopped = true;
     if (this.throttleTimer !== null) clearTimeout(this.throttleTimer);
     this.throttleTimer = null;
+    if (this.txTimer !== null) clearTimeout(this.txTimer);
+    this.txTimer = null;
     this.waitingWritable = false;
   }
 
@@ -71,18 +85,30 @@ export class TxQueue {
 
   /** A kick, or a retry: send what the driver made available. */
   process(): void {
-    if (this.stopped || this.waitingWritable || this.throttleTimer !== null) return;
+    if (this.stopped || this.waitingWritable || this.throttleTimer !== null || this.txTimer !== null) return;
     const q = this.q;
     q.disableNotifications();
+    let sent = false;
     for (;;) {
       const more = this.runBatch();
+      if (this.lastBatch > 0) sent = true;
       if (this.stopped || this.waitingWritable || this.throttleTimer !== null || q.broken) return;
       if (more) continue;
+      if (sent && this.txTimerMs > 0) {
+        // Kicks stay off; the timer looks again.
+        this.txTimer = setTimeout(this.onTxTimer, this.txTimerMs);
+        return;
+      }
       // Ask for kicks again; chains that slipped in meanwhile are ours to send (§2.7, §2.8 suppression races).
       if (!q.enableNotifications()) return;
       q.disableNotifications();
     }
   }
+
+  private readonly onTxTimer = (): void => {
+    this.txTimer = null;
+    this.process();
+  };
 
   // Returns true when the batch was full (more may be waiting).
   private runBatch(): boolean {
@@ -91,6 +117,7 @@ export class TxQueue {
     const plan = this.plan;
     const mem = q.mem;
     plan.reset();
+    this.lastBatch = 0;
     let n = 0;
     let full = false;
     while (n < this.batch) {
@@ -121,6 +148,7 @@ export class TxQueue {
       n++;
       if (n === this.batch) full = true;
     }
+    this.lastBatch = n;
     if (n === 0) return false;
     const done = plan.frames > 0 ? this.tap.writeBatch(plan) : 0;
     const finished = this.results(n, done);

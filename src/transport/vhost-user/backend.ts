@@ -55,6 +55,8 @@ export interface VhostUserBackendOptions {
   trace?: Tracer;
   /** Write every frame crossing the device to this capture. */
   capture?: PcapWriter;
+  /** The device's transmit timer (NetDeviceOptions.txTimerMs); default 0, off. */
+  txTimerMs?: number;
 }
 
 interface Ring {
@@ -116,6 +118,7 @@ export class VhostUserBackend extends EventEmitter {
       controlElsewhere: true,
       ...(o.trace !== undefined ? { trace: o.trace } : {}),
       ...(o.capture !== undefined ? { capture: o.capture } : {}),
+      ...(o.txTimerMs !== undefined ? { txTimerMs: o.txTimerMs } : {}),
       interrupt: (kind, q) => {
         const fd = this.rings[q]?.callFd ?? -1;
         if (kind === 'vring' && fd >= 0) this.n.eventfdWrite(fd);
