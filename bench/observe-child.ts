@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { nativeBuildDir } from '../src/tap/binding.js';
+import { nativeBuildDir } from '../src/host/binding.js';
 import { rate } from './lib/c-loop.js';
 import { OWN_LIB, tsTransmit, type DeviceLib } from './net.js';
 import { ringRate, type QueueClass } from './observe.js';

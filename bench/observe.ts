@@ -9,7 +9,7 @@ import { cpSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } fr
 import { join, resolve } from 'node:path';
 
 import { makeQueueRig } from '../src/driver/rig.js';
-import { PcapWriter } from '../src/trace/pcap.js';
+import { PcapWriter } from '../src/net/pcap.js';
 import { TraceSink } from '../src/trace/sink.js';
 import { Pop } from '../src/virtio/descriptor-chain.js';
 import type { DeviceQueue, QueueAddresses, QueueFeatures } from '../src/virtio/queue.js';

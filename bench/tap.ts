@@ -5,7 +5,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { IoPlan, registerIoRegion, unregisterIoRegion } from '../src/tap/io-plan.js';
+import { IoPlan, registerIoRegion, unregisterIoRegion } from '../src/host/io-plan.js';
 import { Tap } from '../src/tap/tap.js';
 import { parseIpv4 as ip, parseMac } from '../src/util/addr.js';
 import { buildUdp } from '../src/util/packet.js';

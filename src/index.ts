@@ -4,9 +4,7 @@ export type { TapOptions, OffloadResult } from './tap/tap.js';
 export { TapError } from './tap/errors.js';
 export { Link, MemoryLink } from './tap/link.js';
 export type { LinkOps } from './tap/link.js';
-export { IoPlan, registerIoRegion, unregisterIoRegion } from './tap/io-plan.js';
-export { native } from './tap/binding.js';
-export type { NativeBinding, NativeConstants, NativePoller } from './tap/binding.js';
+export { HostError } from './host/errors.js';
 export { parseMac, formatMac, randomMac, parseIpv4, formatIpv4, parseCidr } from './util/addr.js';
 
 // Virtio core (device side): guest memory, both ring layouts, chains, the device core.
@@ -58,4 +56,4 @@ export { VhostUserError } from './transport/vhost-user/protocol.js';
 export { Tracer, traceToJson } from './trace/trace.js';
 export type { TraceEvent, TraceEventBody, TraceListener, TraceDescriptor } from './trace/trace.js';
 export { traceToText, traceSection, statusNames, descFlagNames } from './trace/format.js';
-export { PcapWriter, CaptureError, describeNetHeader } from './trace/pcap.js';
+export { PcapWriter, CaptureError, describeNetHeader } from './net/pcap.js';

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 
 import { Tap } from '../src/tap/tap.js';
 import { VhostUserBackend } from '../src/transport/vhost-user/backend.js';
-import { PcapWriter } from '../src/trace/pcap.js';
+import { PcapWriter } from '../src/net/pcap.js';
 import { Tracer, type TraceEvent } from '../src/trace/trace.js';
 import { tsharkFields } from './helpers/tshark.js';
 import { bootGuest, buildGuest, describeGuest, iperfMbits, iperfServer } from './helpers/guest.js';

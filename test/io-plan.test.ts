@@ -7,8 +7,8 @@ import { join } from 'node:path';
 
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
-import { native } from '../src/tap/binding.js';
-import { IoPlan, registerIoRegion, unregisterIoRegion } from '../src/tap/io-plan.js';
+import { native } from '../src/host/binding.js';
+import { IoPlan, registerIoRegion, unregisterIoRegion } from '../src/host/io-plan.js';
 
 const EFAULT = -14;
 const EINVAL = -22;

@@ -6,7 +6,7 @@ import { join, resolve } from 'node:path';
 
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
-import { IoPlan, registerIoRegion, unregisterIoRegion } from '../src/tap/io-plan.js';
+import { IoPlan, registerIoRegion, unregisterIoRegion } from '../src/host/io-plan.js';
 import { Link } from '../src/tap/link.js';
 import { Tap, TunOffload } from '../src/tap/tap.js';
 import { parseIpv4 as ip, parseMac } from '../src/util/addr.js';

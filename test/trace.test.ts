@@ -14,7 +14,7 @@ import type { NetFeatureSwitches } from '../src/net/features.js';
 import { Tap, TapPeer } from '../src/tap/tap.js';
 import { traceToText } from '../src/trace/format.js';
 import { Tracer, traceToJson, type TraceEvent } from '../src/trace/trace.js';
-import { PcapWriter } from '../src/trace/pcap.js';
+import { PcapWriter } from '../src/net/pcap.js';
 import { tsharkFields } from './helpers/tshark.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

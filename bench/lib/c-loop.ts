@@ -2,7 +2,7 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 
-import { nativeBuildDir } from '../../src/tap/binding.js';
+import { nativeBuildDir } from '../../src/host/binding.js';
 
 export interface LoopResult {
   frames: number;

@@ -7,7 +7,7 @@ import { runTour } from '../tour/present.js';
 import { Link } from '../tap/link.js';
 import { Tap } from '../tap/tap.js';
 import { VhostUserBackend } from '../transport/vhost-user/backend.js';
-import { PcapWriter } from '../trace/pcap.js';
+import { PcapWriter } from '../net/pcap.js';
 import { TraceSink } from '../trace/sink.js';
 
 const SEE_INSIDE = {

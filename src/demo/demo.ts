@@ -11,7 +11,7 @@ import { Tap, offloadNames } from '../tap/tap.js';
 import { formatIpv4, formatMac, parseCidr } from '../util/addr.js';
 import { buildArp, buildIcmpEcho, buildUdp, completeChecksum, describeFrame, parseArp, parseIcmpEcho, parseUdp } from '../util/packet.js';
 import { tunFeatureNames } from './features.js';
-import { CaptureError, PcapWriter } from '../trace/pcap.js';
+import { CaptureError, PcapWriter } from '../net/pcap.js';
 import type { Tracer } from '../trace/trace.js';
 
 export interface DemoOptions {

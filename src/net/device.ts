@@ -24,7 +24,7 @@ import {
   VIRTIO_NET_S_LINK_UP,
 } from './constants.js';
 import { ControlQueue } from './control-queue.js';
-import { featureDependencyError, featureMask, NET_FEATURES, type NetFeatureSwitches } from './features.js';
+import { featureDependencyError, featureMask, featureNames, NET_FEATURES, type NetFeatureSwitches } from './features.js';
 import { RxFilter } from './filter.js';
 import { NetMetrics } from './metrics.js';
 import { CTRL_BUSY, CTRL_STOP, CTRL_WORDS, type FromWorker, type PairWorkerData } from './pair-protocol.js';
@@ -32,8 +32,8 @@ import type { NetQueueContext } from './queue-context.js';
 import { RateLimiter, type RateLimit } from './rate-limiter.js';
 import { RxQueue } from './rx.js';
 import { TxQueue } from './tx.js';
-import { FrameObserver } from '../trace/observer.js';
-import type { PcapWriter } from '../trace/pcap.js';
+import { FrameObserver } from './observer.js';
+import type { PcapWriter } from './pcap.js';
 import type { Tracer } from '../trace/trace.js';
 
 export interface NetDeviceOptions {
@@ -46,8 +46,11 @@ export interface NetDeviceOptions {
   /** Feature switches over the defaults (everything on). */
   features?: NetFeatureSwitches;
   rateLimit?: { tx?: RateLimit; rx?: RateLimit };
-  /** Raised for used buffers (with the virtqueue index) and config changes. */
-  interrupt: (kind: InterruptKind, queue: number) => void;
+  /**
+   * Raised for used buffers (with the virtqueue index) and config changes.
+   * Optional when a transport attaches itself later (setInterruptSink).
+   */
+  interrupt?: (kind: InterruptKind, queue: number) => void;
   /** Frames per native call. */
   batch?: number;
   /**
@@ -100,7 +103,7 @@ export class NetDevice extends VirtioDeviceCore {
   /** Pairs in use (VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET); 1 until the driver says more. */
   activePairs = 1;
   private readonly pairState: Pair[];
-  private readonly interruptFn: (kind: InterruptKind, queue: number) => void;
+  private interruptFn: (kind: InterruptKind, queue: number) => void;
   private readonly limits: { tx?: RateLimit; rx?: RateLimit };
   private readonly batch: number;
   private readonly txTimerMs: number;
@@ -123,14 +126,14 @@ export class NetDevice extends VirtioDeviceCore {
     }
     const features = featureMask(switches);
     const ctrl = hasFeature(features, NET_FEATURES.CTRL_VQ);
-    super({ features, numQueues: 2 * pairs + (ctrl ? 1 : 0), interrupt: (k, q) => this.raiseInterrupt(k, q), ...(o.trace ? { trace: o.trace } : {}) });
+    super({ features, numQueues: 2 * pairs + (ctrl ? 1 : 0), interrupt: (k, q) => this.raiseInterrupt(k, q), featureNames, ...(o.trace ? { trace: o.trace } : {}) });
     this.capture = o.capture ?? null;
     if (o.tap.vnetHdrSize !== NET_HDR_SIZE) {
       throw new TypeError(`NetDevice needs a TAP opened with vnetHdr (a ${NET_HDR_SIZE}-byte header), not ${o.tap.vnetHdrSize}`);
     }
     this.tap = o.tap;
     this.pairs = pairs;
-    this.interruptFn = o.interrupt;
+    this.interruptFn = o.interrupt ?? (() => {});
     this.limits = o.rateLimit ?? {};
     this.batch = o.batch ?? 64;
     const txTimer = o.txTimerMs ?? 0;
@@ -159,6 +162,11 @@ export class NetDevice extends VirtioDeviceCore {
       void i;
       return p;
     });
+  }
+
+  /** Where interrupts go from now on (counted in metrics first). */
+  override setInterruptSink(fn: (kind: InterruptKind, queue: number) => void): void {
+    this.interruptFn = fn;
   }
 
   /** Virtqueue index of the control queue, or -1. */

@@ -8,7 +8,8 @@
 // buffers are reused. No buffers: stop reading; the RX kick resumes.
 import { constants as osConstants } from 'node:os';
 
-import { IoPlan, registerIoRegion, unregisterIoRegion } from '../tap/io-plan.js';
+import { HostError, IoAction, ioAction, ioDropReason, NEG_EAGAIN } from '../host/errors.js';
+import { IoPlan, registerIoRegion, unregisterIoRegion } from '../host/io-plan.js';
 import type { TapQueue } from '../tap/tap.js';
 import { hasFeature, VIRTIO_F_IN_ORDER } from '../virtio/constants.js';
 import { DescriptorChain, Pop } from '../virtio/descriptor-chain.js';
@@ -28,9 +29,8 @@ import type { DropReason } from './metrics.js';
 import { BatchEntries } from './batch-entries.js';
 import { regionViews, type NetQueueContext } from './queue-context.js';
 import type { RateLimiter } from './rate-limiter.js';
-import type { FrameObserver } from '../trace/observer.js';
+import type { FrameObserver } from './observer.js';
 
-const EAGAIN = osConstants.errno.EAGAIN;
 const EFAULT = osConstants.errno.EFAULT;
 const EMSGSIZE = osConstants.errno.EMSGSIZE;
 /** Frames handled per readiness event before yielding to the loop. */
@@ -263,7 +263,7 @@ export class RxQueue {
     for (let i = 0; i < done; i++, at += 1 + 3 * plan.plan[at]!) {
       const r = plan.results[i]!;
       if (r < 0) {
-        if (r !== -EAGAIN) this.readError(r);
+        if (r !== NEG_EAGAIN) this.readError(r);
         stop = true;
         break;
       }
@@ -319,7 +319,7 @@ export class RxQueue {
         continue;
       }
       if (bytes < 0) {
-        if (bytes !== -EAGAIN) this.readError(bytes);
+        if (bytes !== NEG_EAGAIN) this.readError(bytes);
         stop = true;
         break;
       }
@@ -410,7 +410,7 @@ export class RxQueue {
     if (this.sentinelIo >= 0) plan.addSegment(this.sentinelIo, 0, 1);
     const done = this.tap.readBatch(plan);
     if (this.observer !== null) this.observer.batch(); // trace-hook
-    const r = done > 0 ? plan.results[0]! : -EAGAIN;
+    const r = done > 0 ? plan.results[0]! : NEG_EAGAIN;
     if (r === -EFAULT || r > room) {
       // The frame was larger than every buffer offered for it: the TAP cut
       // it short (it reached the sentinel byte) or refused it (EFAULT).
@@ -421,7 +421,7 @@ export class RxQueue {
     }
     if (r < 0) {
       this.q.restorePosition(e.pos[0]!);
-      if (r !== -EAGAIN) this.readError(r);
+      if (r !== NEG_EAGAIN) this.readError(r);
       this.flush();
       return 0;
     }
@@ -503,14 +503,15 @@ export class RxQueue {
     return this.ioToRegion[ioIndex] ?? 0;
   }
 
+  // A read failed with something other than EAGAIN: host/errors.ts decides.
   private readError(r: number): void {
-    const e = osConstants.errno;
-    this.drop('rx_tap_error');
-    if (r === -e.EBADF || r === -e.ENODEV || r === -e.ENXIO || r === -e.EIO) {
+    if (ioAction(r) === IoAction.Again) return;
+    this.drop(ioDropReason(r, 'rx'));
+    if (ioAction(r) === IoAction.Fatal) {
       this.ctx.metrics.tapErrors++;
       this.stop();
       this.ctx.updateWatch();
-      this.ctx.hostError(new Error(`receive on TAP queue failed: errno ${-r}`));
+      this.ctx.hostError(HostError.fromErrno(r, 'readv', `receive on TAP queue ${this.index >>> 1}`));
     }
   }
 

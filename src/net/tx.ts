@@ -10,9 +10,9 @@
 // one wakeup per timer period instead of one per kick, and the guest saves
 // its notifications (QEMU's virtio-net tx=timer works this way). The first
 // frame after a quiet spell still goes at once, on its kick.
-import { constants as osConstants } from 'node:os';
 
-import { IoPlan } from '../tap/io-plan.js';
+import { HostError, IoAction, ioAction, ioDropReason, NEG_EAGAIN } from '../host/errors.js';
+import { IoPlan } from '../host/io-plan.js';
 import type { TapQueue } from '../tap/tap.js';
 import { DescriptorChain, Pop } from '../virtio/descriptor-chain.js';
 import type { DeviceQueue } from '../virtio/queue.js';
@@ -22,9 +22,8 @@ import { checkTxHeader, TxHeaderFault } from './net-header.js';
 import { BatchEntries } from './batch-entries.js';
 import { regionViews, type NetQueueContext } from './queue-context.js';
 import type { RateLimiter } from './rate-limiter.js';
-import type { FrameObserver } from '../trace/observer.js';
+import type { FrameObserver } from './observer.js';
 
-const EAGAIN = osConstants.errno.EAGAIN;
 /** Largest frame a TAP takes: a 64 KiB GSO frame plus headers. */
 const MAX_TX_FRAME = NET_HDR_SIZE + 65535 + 14 + 4;
 const MIN_TX_FRAME = NET_HDR_SIZE + 14;
@@ -173,8 +172,8 @@ export class TxQueue {
       }
       const start = at;
       at += 1 + 3 * p[at]!;
-      const r = f < done ? res[f]! : -EAGAIN;
-      if (r === -EAGAIN) {
+      const r = f < done ? res[f]! : NEG_EAGAIN;
+      if (r === NEG_EAGAIN) {
         // The TAP's queue is full: un-pop this chain and every one after it.
         this.q.restorePosition(e.pos[i]!);
         m.txTapFull++;
@@ -186,8 +185,10 @@ export class TxQueue {
       if (r >= 0) {
         m.txPackets++;
         m.txBytes += r;
-      } else if (!this.hostFailure(r)) {
-        this.drop(r === -osConstants.errno.EIO ? 'tx_link_down' : 'tx_tap_rejected');
+      } else if (ioAction(r) === IoAction.Fatal) {
+        this.hostFailure(r);
+      } else {
+        this.drop(ioDropReason(r, 'tx'));
       }
       // §5.1.6.2: the device writes nothing into a transmit buffer: used length 0.
       this.q.addUsed(e.head[i]!, 0, e.slots[i]!);
@@ -206,13 +207,10 @@ export class TxQueue {
     if (this.q.flushUsed()) this.ctx.interrupt(this.index);
   }
 
-  // Errors that mean the TAP itself is gone (tier 3); others drop one frame.
-  private hostFailure(r: number): boolean {
-    const e = osConstants.errno;
-    if (r !== -e.EBADF && r !== -e.ENODEV && r !== -e.ENXIO) return false;
+  // The TAP itself is gone (tier 3, host/errors.ts decides which errno means that).
+  private hostFailure(r: number): void {
     this.ctx.metrics.tapErrors++;
-    this.ctx.hostError(new Error(`transmit on TAP queue failed: errno ${-r}`));
-    return true;
+    this.ctx.hostError(HostError.fromErrno(r, 'writev', `transmit on TAP queue ${this.index >>> 1}`));
   }
 
   private throttle(bytes: number): void {

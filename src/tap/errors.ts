@@ -1,43 +1,18 @@
-// Errors shaped like Node's own system errors: code, errno, syscall, plus the
-// interface name, and a message that says what to do.
+// TAP errors: a HostError (code, errno, syscall) plus the interface name,
+// with a message that says what to do.
 import { userInfo } from 'node:os';
-import { getSystemErrorName } from 'node:util';
+
+import { describeErrno, errnoName, HostError } from '../host/errors.js';
 
 /** Why a TAP operation failed. Tier 3 (host failure) when raised while running. */
-export class TapError extends Error {
-  override readonly name = 'TapError';
-  /** An errno name such as 'EPERM', or an ERR_TAP_* code for checks made before any syscall. */
-  readonly code: string;
-  /** Negative errno as Node reports it, or 0 when no syscall failed. */
-  readonly errno: number;
-  readonly syscall: string;
+export class TapError extends HostError {
+  override name = 'TapError';
   readonly ifname: string;
 
   constructor(message: string, code: string, errno: number, syscall: string, ifname: string) {
-    super(message);
-    this.code = code;
-    this.errno = errno;
-    this.syscall = syscall;
+    super(message, code, errno, syscall);
     this.ifname = ifname;
   }
-}
-
-function describe(code: string): string {
-  const words: Record<string, string> = {
-    EPERM: 'operation not permitted',
-    EACCES: 'permission denied',
-    EBUSY: 'device or resource busy',
-    EINVAL: 'invalid argument',
-    ENOENT: 'no such file or directory',
-    ENODEV: 'no such device',
-    EBADF: 'bad file descriptor',
-    EEXIST: 'file exists',
-    EIO: 'input/output error',
-    EADDRNOTAVAIL: 'address not available',
-    ENOTSUP: 'operation not supported',
-    EOPNOTSUPP: 'operation not supported',
-  };
-  return words[code] ?? code.toLowerCase();
 }
 
 function currentUser(): string {
@@ -64,14 +39,9 @@ export function permissionHint(ifname: string): string {
  * `what` names the operation in words; `hint` is appended when given.
  */
 export function errnoError(negErrno: number, syscall: string, ifname: string, what: string, hint?: string): TapError {
-  let code: string;
-  try {
-    code = getSystemErrorName(negErrno);
-  } catch {
-    code = `E${-negErrno}`;
-  }
+  const code = errnoName(negErrno);
   const target = ifname === '' ? '' : ` for "${ifname}"`;
-  let message = `${what}${target} failed: ${syscall}: ${code} (${describe(code)})`;
+  let message = `${what}${target} failed: ${syscall}: ${code} (${describeErrno(code)})`;
   if (hint !== undefined) message += `; ${hint}`;
   return new TapError(message, code, negErrno, syscall, ifname);
 }

@@ -3,7 +3,7 @@
 import { constants as osConstants } from 'node:os';
 
 import { formatMac, parseIpv4, parseMac } from '../util/addr.js';
-import { native, type NativeBinding } from './binding.js';
+import { native, type NativeBinding } from '../host/binding.js';
 import { errnoError, usageError } from './errors.js';
 
 /** What a Tap needs of its host-side interface. */

@@ -4,9 +4,9 @@
 import { EventEmitter } from 'node:events';
 import { constants as osConstants } from 'node:os';
 
-import { native, type NativeBinding, type NativePoller } from './binding.js';
+import { native, type NativeBinding, type NativePoller } from '../host/binding.js';
 import { errnoError, permissionHint, TapError, usageError } from './errors.js';
-import type { IoPlan } from './io-plan.js';
+import type { IoPlan } from '../host/io-plan.js';
 import { Link, MemoryLink, type LinkOps } from './link.js';
 import { formatMac, randomMac } from '../util/addr.js';
 

@@ -1,6 +1,5 @@
 // Trace events as lines for people: what happened, the values involved, and
 // the section of VIRTIO 1.2 (virtio-v1.2-cs01) that says it should.
-import { featureNames } from '../net/features.js';
 import {
   VIRTIO_CONFIG_S_ACKNOWLEDGE,
   VIRTIO_CONFIG_S_DRIVER,
@@ -92,7 +91,7 @@ function describe(e: TraceEvent): string {
     case 'status':
       return `status ${statusNames(e.from)} -> ${statusNames(e.to)}`;
     case 'features': {
-      const names = featureNames(e.driver & e.offered).join(' ');
+      const names = (e.names ?? [hex(Number(e.driver & e.offered & 0xffffffffffffn))]).join(' ');
       return e.accepted
         ? `features accepted: ${names || '(none)'}`
         : `features refused (${e.reason ?? 'not a subset of the offer'}): driver asked ${hex(Number(e.driver & 0xffffffffffffn))}`;

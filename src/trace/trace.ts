@@ -13,7 +13,7 @@ export interface TraceDescriptor {
 
 export type TraceEventBody =
   | { type: 'status'; from: number; to: number }
-  | { type: 'features'; offered: bigint; driver: bigint; accepted: boolean; reason?: string }
+  | { type: 'features'; offered: bigint; driver: bigint; accepted: boolean; reason?: string; /** The accepted bits by name, when the device knows them. */ names?: string[] }
   | { type: 'reset' }
   | { type: 'broken'; reason: string }
   | {

@@ -8,15 +8,12 @@ import {
   VIRTIO_CONFIG_S_FAILED,
   VIRTIO_CONFIG_S_FEATURES_OK,
   VIRTIO_CONFIG_S_NEEDS_RESET,
-  VIRTIO_F_EVENT_IDX,
-  VIRTIO_F_IN_ORDER,
-  VIRTIO_F_INDIRECT_DESC,
-  VIRTIO_F_RING_PACKED,
   VIRTIO_F_VERSION_1,
   hasFeature,
 } from './constants.js';
 import { chainFaultName } from './descriptor-chain.js';
 import type { GuestMemory } from './guest-memory.js';
+import { makeDeviceQueue } from './make-queue.js';
 import { PackedQueue } from './packed-queue.js';
 import { QueueConfigError, type DeviceQueue, type QueueAddresses } from './queue.js';
 import { SplitQueue } from './split-queue.js';
@@ -40,6 +37,8 @@ export interface DeviceCoreOptions {
   interrupt: (kind: InterruptKind, queue: number) => void;
   /** Where trace events go (see Tracer); off when absent. */
   trace?: Tracer;
+  /** Names of feature bits, for trace events (the device type knows them). */
+  featureNames?: (bits: bigint) => string[];
 }
 
 /**
@@ -56,7 +55,8 @@ export abstract class VirtioDeviceCore extends EventEmitter {
   brokenReason = '';
   /** Where trace events go, or null. */
   protected tracer: Tracer | null;
-  private readonly raiseFn: (kind: InterruptKind, queue: number) => void;
+  private raiseFn: (kind: InterruptKind, queue: number) => void;
+  private readonly featureNames: ((bits: bigint) => string[]) | null;
 
   constructor(o: DeviceCoreOptions) {
     super();
@@ -64,6 +64,15 @@ export abstract class VirtioDeviceCore extends EventEmitter {
     this.queues = Array.from({ length: o.numQueues }, () => null);
     this.raiseFn = o.interrupt;
     this.tracer = o.trace ?? null;
+    this.featureNames = o.featureNames ?? null;
+  }
+
+  /**
+   * Where interrupts go from now on. A transport that is handed a device
+   * (vhost-user: the call eventfds) attaches itself here.
+   */
+  setInterruptSink(fn: (kind: InterruptKind, queue: number) => void): void {
+    this.raiseFn = fn;
   }
 
   /** Raises an interrupt (traced). */
@@ -115,7 +124,7 @@ export abstract class VirtioDeviceCore extends EventEmitter {
     if ((v & VIRTIO_CONFIG_S_FEATURES_OK) !== 0 && (this.status & VIRTIO_CONFIG_S_FEATURES_OK) === 0) {
       const why = this.featuresRefusal(this.driverFeatures);
       if (why !== null) v &= ~VIRTIO_CONFIG_S_FEATURES_OK;
-      if (this.tracer !== null) this.tracer.emit({ type: 'features', offered: this.deviceFeatures, driver: this.driverFeatures, accepted: why === null, ...(why === null ? {} : { reason: why }) }); // trace-hook
+      if (this.tracer !== null) this.traceFeatures(this.tracer, why); // trace-hook
     }
     const wasRunning = (this.status & VIRTIO_CONFIG_S_DRIVER_OK) !== 0;
     const from = this.status;
@@ -143,16 +152,22 @@ export abstract class VirtioDeviceCore extends EventEmitter {
    */
   activateQueue(i: number, mem: GuestMemory, addresses: QueueAddresses): DeviceQueue {
     if (i < 0 || i >= this.queues.length) throw new QueueConfigError(`queue ${i} does not exist (the device has ${this.queues.length})`);
-    const f = this.features;
-    const qf = {
-      eventIdx: hasFeature(f, VIRTIO_F_EVENT_IDX),
-      indirect: hasFeature(f, VIRTIO_F_INDIRECT_DESC),
-      inOrder: hasFeature(f, VIRTIO_F_IN_ORDER),
-    };
-    const q = hasFeature(f, VIRTIO_F_RING_PACKED) ? new PackedQueue(mem, addresses, qf) : new SplitQueue(mem, addresses, qf);
+    const q = makeDeviceQueue(this.features, mem, addresses);
     this.queues[i] = q;
     if (this.tracer !== null) this.traceQueue(this.tracer, i, q); // trace-hook
     return q;
+  }
+
+  private traceFeatures(tracer: Tracer, why: string | null): void {
+    const accepted = this.driverFeatures & this.deviceFeatures;
+    tracer.emit({
+      type: 'features',
+      offered: this.deviceFeatures,
+      driver: this.driverFeatures,
+      accepted: why === null,
+      ...(why === null ? {} : { reason: why }),
+      ...(this.featureNames !== null ? { names: this.featureNames(accepted) } : {}),
+    });
   }
 
   private traceQueue(tracer: Tracer, i: number, q: DeviceQueue): void {

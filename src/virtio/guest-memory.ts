@@ -2,7 +2,7 @@
 // resolve to views over the regions, bounds-checked and never copied.
 // Guest addresses are 64-bit; JavaScript numbers are exact to 2^53, so an
 // address past that is refused (it cannot name any region here anyway).
-import { registerIoRegion, unregisterIoRegion } from '../tap/io-plan.js';
+import { registerIoRegion, unregisterIoRegion } from '../host/io-plan.js';
 
 /** Largest exact integer: guest addresses at or beyond it are refused. */
 export const MAX_GUEST_ADDRESS = Number.MAX_SAFE_INTEGER;

@@ -6,7 +6,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { nativeBuildDir } from '../../src/tap/binding.js';
+import { nativeBuildDir } from '../../src/host/binding.js';
 
 import type { TapQueue } from '../../src/tap/tap.js';
 import { waitForFrame } from '../../src/tap/wait.js';

@@ -2,7 +2,7 @@
 // memfd, rings laid out by NetDriver, and everything else by message. It is
 // the device handle NetDriver drives, so the same driver runs over it.
 import type { VirtioDeviceHandle } from '../../src/driver/net-driver.js';
-import { native, type NativePoller } from '../../src/tap/binding.js';
+import { native, type NativePoller } from '../../src/host/binding.js';
 import {
   encode,
   memTablePayload,

@@ -6,7 +6,7 @@
 import { EventEmitter } from 'node:events';
 import { rmSync } from 'node:fs';
 
-import { native, type NativePoller } from '../../tap/binding.js';
+import { native, type NativePoller } from '../../host/binding.js';
 import type { Tap } from '../../tap/tap.js';
 import { NetDevice } from '../../net/device.js';
 import type { NetFeatureSwitches } from '../../net/features.js';
@@ -20,7 +20,7 @@ import {
   hasFeature,
 } from '../../virtio/constants.js';
 import { GuestMemory } from '../../virtio/guest-memory.js';
-import type { PcapWriter } from '../../trace/pcap.js';
+import type { PcapWriter } from '../../net/pcap.js';
 import type { Tracer } from '../../trace/trace.js';
 import { QueueConfigError } from '../../virtio/queue.js';
 import {

@@ -3,7 +3,7 @@
 // itself into a capture. The queues hold null here unless tracing or capture
 // is on, and test that one field per batch.
 import type { PcapWriter } from './pcap.js';
-import type { Tracer } from './trace.js';
+import type { Tracer } from '../trace/trace.js';
 
 export class FrameObserver {
   readonly tracer: Tracer | null;

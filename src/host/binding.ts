@@ -124,7 +124,7 @@ export interface NativeBinding {
 }
 
 function packageRoot(): string {
-  // src/tap/binding.ts and dist/tap/binding.js both sit two levels below the root.
+  // src/tap/binding.ts and dist/host/binding.js both sit two levels below the root.
   return resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 }
 

@@ -4,8 +4,8 @@
 // as the packet's flags: outbound = sent by the guest, inbound = to the guest.
 import { closeSync, openSync, write, writeSync } from 'node:fs';
 
-import { NET_HDR_SIZE, VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM } from '../net/constants.js';
-import { native } from '../tap/binding.js';
+import { NET_HDR_SIZE, VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM } from './constants.js';
+import { native } from '../host/binding.js';
 
 const BLOCK_SHB = 0x0a0d0d0a;
 const BLOCK_IDB = 1;
