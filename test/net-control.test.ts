@@ -17,6 +17,7 @@ import {
   VIRTIO_NET_ERR,
   VIRTIO_NET_OK,
 } from '../src/net/constants.js';
+import { RxFilter } from '../src/net/filter.js';
 import { parseIpv4 as ip, parseMac } from '../src/util/addr.js';
 import { buildArp, buildIcmpEcho, buildUdp, parseArp, parseIcmpEcho, parseUdp } from '../src/util/packet.js';
 import { injectFrame, linkCounter, sh, sleep, udpReceiver } from './helpers/host.js';
@@ -25,6 +26,24 @@ import { describePrivileged } from './helpers/privileged.js';
 
 const u32 = (n: number) => Uint8Array.of(n & 0xff, (n >>> 8) & 0xff, (n >>> 16) & 0xff, n >>> 24);
 const u16 = (n: number) => Uint8Array.of(n & 0xff, n >>> 8);
+
+it("a filter's state builds the same filter elsewhere (a worker's copy); reset empties its tables", () => {
+  const f = new RxFilter();
+  f.reset(parseMac('02:00:00:00:00:01'));
+  f.promisc = false;
+  f.nobcast = true;
+  f.vlanFiltering = true;
+  f.setTables([parseMac('02:aa:bb:cc:dd:ee')], [parseMac('01:00:5e:00:00:fb')]);
+  f.setVlan(7, true);
+  const copy = RxFilter.fromState(structuredClone(f.state()));
+  expect(copy.state()).toEqual(f.state());
+  const frame = (dst: string) => Uint8Array.from([...parseMac(dst), 2, 0, 0, 0, 0, 2, 8, 0, 0, 0]);
+  for (const dst of ['02:00:00:00:00:01', '02:aa:bb:cc:dd:ee', '02:aa:bb:cc:dd:ef', '01:00:5e:00:00:fb', '01:00:5e:00:00:fc', 'ff:ff:ff:ff:ff:ff']) {
+    expect(copy.check(frame(dst), 0, 16)).toBe(f.check(frame(dst), 0, 16));
+  }
+  f.reset(parseMac('02:00:00:00:00:01'));
+  expect(f.state()).toMatchObject({ promisc: true, unicast: [], multicast: [], vlans: [] });
+});
 
 for (const inOrder of [true, false]) {
 describePrivileged(`net device: control queue filters (IN_ORDER ${inOrder ? 'on: frame by frame' : 'off: batched'})`, () => {

@@ -4,7 +4,8 @@ import { expect, it } from 'vitest';
 import { VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, VIRTIO_NET_OK } from '../src/net/constants.js';
 import { parseIpv4 as ip } from '../src/util/addr.js';
 import { buildUdp, parseUdp } from '../src/util/packet.js';
-import { sleep, udpReceiver } from './helpers/host.js';
+import { HostError } from '../src/host/errors.js';
+import { sh, sleep, udpReceiver } from './helpers/host.js';
 import { startNet } from './helpers/net-rig.js';
 import { describePrivileged } from './helpers/privileged.js';
 
@@ -50,8 +51,29 @@ describePrivileged('net device: a queue pair in a worker thread', () => {
       expect(rig.errors.map((e) => e.message)).toEqual([
         'queue pair 1 cannot run in a worker: guest memory is not a SharedArrayBuffer; serving it on this thread',
       ]);
+      expect(rig.errors[0]).toBeInstanceOf(HostError);
+      expect((rig.errors[0] as HostError).code).toBe('ERR_WORKER_MEMORY_NOT_SHARED');
       expect(rig.driver.control(VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, Uint8Array.of(2, 0))).toBe(VIRTIO_NET_OK);
       await rig.resolveHost();
+    } finally {
+      rig.close();
+    }
+  });
+
+  it("a host error in the worker reaches the device's 'error' listeners as a HostError with its errno", async () => {
+    const rig = await startNet({ subnet: 112, queues: 2, driver: { pairs: 2, shared: true }, device: { workers: [1] } });
+    try {
+      expect(rig.driver.control(VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, Uint8Array.of(2, 0))).toBe(VIRTIO_NET_OK);
+      const hostMac = await rig.resolveHost();
+      // The interface goes; its queues' fds stay open but refuse I/O (tun: EBADFD).
+      sh('ip', 'link', 'del', rig.tap.name);
+      rig.driver.send(buildUdp({ srcMac: rig.guestMac, dstMac: hostMac, src: ip(rig.guestIp), dst: ip(rig.hostIp), srcPort: 302, dstPort: 9, data: Uint8Array.of(1) }), {}, 1);
+      const t0 = Date.now();
+      while (!rig.errors.some((e) => e.message.startsWith('transmit on TAP queue 1')) && Date.now() - t0 < 3000) await sleep(10);
+      const e = rig.errors.find((x) => x.message.startsWith('transmit on TAP queue 1'));
+      expect(e).toBeInstanceOf(HostError);
+      expect(e).toMatchObject({ code: 'EBADFD', errno: -77, syscall: 'writev' });
+      expect(typeof (e as HostError).code).toBe('string');
     } finally {
       rig.close();
     }

@@ -11,12 +11,19 @@ export const NEG_EAGAIN = -E.EAGAIN;
 
 /** The errno name of a negative errno ('ENODEV'), or 'E<n>' for one Node does not know. */
 export function errnoName(negErrno: number): string {
+  const extra = EXTRA_NAMES[-negErrno];
+  if (extra !== undefined) return extra;
   try {
-    return getSystemErrorName(negErrno);
+    const name = getSystemErrorName(negErrno);
+    // Node answers "Unknown system error -77" for errnos libuv does not name.
+    return /^E[A-Z0-9]+$/.test(name) ? name : `E${-negErrno}`;
   } catch {
     return `E${-negErrno}`;
   }
 }
+
+/** Linux errnos that a TAP or a socket returns and libuv does not name. */
+const EXTRA_NAMES: Record<number, string> = { 77: 'EBADFD' };
 
 const WORDS: Record<string, string> = {
   EPERM: 'operation not permitted',

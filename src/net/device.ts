@@ -1,39 +1,23 @@
 // The virtio-net device (VIRTIO 1.2 §5.1) over a TAP. Queues: receiveq1,
 // transmitq1, ..., receiveqN, transmitqN, then controlq (§5.1.2). Pair i is
-// served by TAP queue i (IFF_MULTI_QUEUE for N > 1).
-import { Worker } from 'node:worker_threads';
-
-import type { Tap, TapQueue } from '../tap/tap.js';
-import { TunOffload } from '../tap/tap.js';
+// served by TAP queue i (IFF_MULTI_QUEUE for N > 1), on this thread or in a
+// worker thread of its own; this file is the device itself: features,
+// configuration space, the control queue, offloads, pairs in use, link.
+import type { Tap } from '../tap/tap.js';
 import { parseMac, randomMac } from '../util/addr.js';
-import { bit, hasFeature } from '../virtio/constants.js';
+import { hasFeature } from '../virtio/constants.js';
 import { VirtioDeviceCore, type InterruptKind } from '../virtio/device.js';
 import type { DeviceQueue } from '../virtio/queue.js';
 import { NetConfig } from './config.js';
-import {
-  NET_HDR_SIZE,
-  VIRTIO_NET_F_GUEST_CSUM,
-  VIRTIO_NET_F_GUEST_ECN,
-  VIRTIO_NET_F_GUEST_TSO4,
-  VIRTIO_NET_F_GUEST_TSO6,
-  VIRTIO_NET_F_GUEST_UFO,
-  VIRTIO_NET_F_GUEST_USO4,
-  VIRTIO_NET_F_GUEST_USO6,
-  VIRTIO_NET_F_CTRL_VLAN,
-  VIRTIO_NET_S_ANNOUNCE,
-  VIRTIO_NET_S_LINK_UP,
-} from './constants.js';
-import { ControlQueue } from './control-queue.js';
-import { featureDependencyError, featureMask, featureNames, NET_FEATURES, type NetFeatureSwitches } from './features.js';
+import { NET_HDR_SIZE, VIRTIO_NET_F_CTRL_VLAN, VIRTIO_NET_S_ANNOUNCE, VIRTIO_NET_S_LINK_UP } from './constants.js';
+import { ControlQueue, type ControlHandlers } from './control-queue.js';
+import { featureDependencyError, featureNames, GUEST_OFFLOADS, NET_FEATURES, offeredFeatures, tunOffloads, type NetFeatureSwitches } from './features.js';
 import { RxFilter } from './filter.js';
 import { NetMetrics } from './metrics.js';
-import { CTRL_BUSY, CTRL_STOP, CTRL_WORDS, type FromWorker, type PairWorkerData } from './pair-protocol.js';
-import type { NetQueueContext } from './queue-context.js';
-import { RateLimiter, type RateLimit } from './rate-limiter.js';
-import { RxQueue } from './rx.js';
-import { TxQueue } from './tx.js';
-import { FrameObserver } from './observer.js';
+import { PairThreads } from './pair-thread.js';
 import type { PcapWriter } from './pcap.js';
+import { QueuePair, type PairOwner, type PairSettings } from './queue-pair.js';
+import type { RateLimit } from './rate-limiter.js';
 import type { Tracer } from '../trace/trace.js';
 
 export interface NetDeviceOptions {
@@ -79,21 +63,6 @@ export interface NetDeviceOptions {
   capture?: PcapWriter;
 }
 
-interface PairWorker {
-  worker: Worker;
-  control: Int32Array;
-  metrics: NetMetrics;
-}
-
-interface Pair {
-  tap: TapQueue;
-  rx: RxQueue | null;
-  tx: TxQueue | null;
-  onReadable: () => void;
-  onWritable: () => void;
-  onError: (e: Error) => void;
-}
-
 export class NetDevice extends VirtioDeviceCore {
   readonly tap: Tap;
   readonly config: NetConfig;
@@ -102,66 +71,61 @@ export class NetDevice extends VirtioDeviceCore {
   readonly pairs: number;
   /** Pairs in use (VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET); 1 until the driver says more. */
   activePairs = 1;
-  private readonly pairState: Pair[];
   private interruptFn: (kind: InterruptKind, queue: number) => void;
-  private readonly limits: { tx?: RateLimit; rx?: RateLimit };
-  private readonly batch: number;
-  private readonly txTimerMs: number;
   private readonly defaultMac: Uint8Array;
-  private control: ControlQueue | null = null;
-  private readonly workerPairs: Set<number>;
   private readonly controlElsewhere: boolean;
-  private readonly workers = new Map<number, PairWorker>();
-  private readonly layoutPacked: () => boolean;
+  private readonly workerPairs: Set<number>;
+  private readonly owner: PairOwner = {
+    interrupt: (index) => this.raise('vring', index),
+    markBroken: (fault) => this.markBroken(fault),
+    hostError: (e) => this.hostError(e),
+  };
+  private readonly queuePairs: QueuePair[];
+  private readonly threads = new PairThreads(this.owner);
+  private readonly controlHandlers: ControlHandlers = {
+    setGuestOffloads: (o) => this.setGuestOffloads(o),
+    setQueuePairs: (n) => this.setQueuePairs(n),
+    setMac: (mac) => {
+      this.config.mac = mac;
+      this.filter.setMac(mac);
+    },
+    announceAck: () => {
+      this.config.status = this.config.status & ~VIRTIO_NET_S_ANNOUNCE;
+    },
+  };
+  private control: ControlQueue | null = null;
   private guestOffloads = 0n;
   private closed = false;
   private capture: PcapWriter | null;
 
   constructor(o: NetDeviceOptions) {
     const pairs = o.tap.queues.length;
-    const switches: NetFeatureSwitches = { ...o.features };
-    if (pairs < 2) switches.MQ = false;
-    if (o.controlElsewhere === true) {
-      for (const k of ['CTRL_VQ', 'CTRL_RX', 'CTRL_VLAN', 'CTRL_RX_EXTRA', 'CTRL_MAC_ADDR', 'CTRL_GUEST_OFFLOADS'] as const) switches[k] = false;
-    }
-    const features = featureMask(switches);
+    const features = offeredFeatures(o.features, pairs, o.controlElsewhere === true);
     const ctrl = hasFeature(features, NET_FEATURES.CTRL_VQ);
-    super({ features, numQueues: 2 * pairs + (ctrl ? 1 : 0), interrupt: (k, q) => this.raiseInterrupt(k, q), featureNames, ...(o.trace ? { trace: o.trace } : {}) });
-    this.capture = o.capture ?? null;
+    // Every interrupt, used-buffer or config, is counted once on its way out.
+    const interrupt = (kind: InterruptKind, queue: number): void => {
+      this.metrics.interrupts++;
+      this.interruptFn(kind, queue);
+    };
+    super({ features, numQueues: 2 * pairs + (ctrl ? 1 : 0), interrupt, featureNames, ...(o.trace ? { trace: o.trace } : {}) });
     if (o.tap.vnetHdrSize !== NET_HDR_SIZE) {
       throw new TypeError(`NetDevice needs a TAP opened with vnetHdr (a ${NET_HDR_SIZE}-byte header), not ${o.tap.vnetHdrSize}`);
     }
+    const txTimerMs = o.txTimerMs ?? 0;
+    if (!Number.isInteger(txTimerMs) || txTimerMs < 0 || txTimerMs > 1000) {
+      throw new RangeError(`txTimerMs must be an integer number of milliseconds from 0 to 1000, not ${txTimerMs}`);
+    }
+    this.capture = o.capture ?? null;
     this.tap = o.tap;
     this.pairs = pairs;
     this.interruptFn = o.interrupt ?? (() => {});
-    this.limits = o.rateLimit ?? {};
-    this.batch = o.batch ?? 64;
-    const txTimer = o.txTimerMs ?? 0;
-    if (!Number.isInteger(txTimer) || txTimer < 0 || txTimer > 1000) {
-      throw new RangeError(`txTimerMs must be an integer number of milliseconds from 0 to 1000, not ${txTimer}`);
-    }
-    this.txTimerMs = txTimer;
     this.workerPairs = new Set(o.workers ?? []);
     this.controlElsewhere = o.controlElsewhere === true;
-    this.layoutPacked = () => hasFeature(this.features, NET_FEATURES.RING_PACKED);
     this.defaultMac = o.mac === undefined ? randomMac() : typeof o.mac === 'string' ? parseMac(o.mac) : o.mac.slice(0, 6);
     this.config = new NetConfig(this.defaultMac, pairs, o.mtu ?? o.tap.mtu);
     this.filter.reset(this.defaultMac);
-    this.pairState = o.tap.queues.map((tap, i) => {
-      const p: Pair = {
-        tap,
-        rx: null,
-        tx: null,
-        onReadable: () => p.rx?.process(),
-        onWritable: () => p.tx?.onWritable(),
-        onError: (e) => this.hostError(e),
-      };
-      tap.on('readable', p.onReadable);
-      tap.on('writable', p.onWritable);
-      tap.on('error', p.onError);
-      void i;
-      return p;
-    });
+    const settings: PairSettings = { mtu: this.config.mtu, batch: o.batch ?? 64, txTimerMs, rateLimit: o.rateLimit ?? {} };
+    this.queuePairs = o.tap.queues.map((tap, i) => new QueuePair(i, tap, this.owner, this.metrics, this.filter, settings));
   }
 
   /** Where interrupts go from now on (counted in metrics first). */
@@ -202,41 +166,7 @@ export class NetDevice extends VirtioDeviceCore {
     if (this.closed) return;
     this.closed = true;
     this.stopQueues();
-    for (const p of this.pairState) {
-      p.tap.off('readable', p.onReadable);
-      p.tap.off('writable', p.onWritable);
-      p.tap.off('error', p.onError);
-    }
-  }
-
-  protected override acceptFeatures(f: bigint): boolean {
-    return featureDependencyError(f, this.controlElsewhere) === null;
-  }
-
-  protected override onDriverOk(): void {
-    if (this.closed) return;
-    const f = this.features;
-    this.guestOffloads = f & this.guestOffloadMask();
-    this.programOffloads();
-    if (hasFeature(f, VIRTIO_NET_F_CTRL_VLAN)) this.filter.vlanFiltering = true;
-    for (let i = 0; i < this.pairs; i++) this.servePair(i);
-    const ci = this.controlQueueIndex;
-    const cq = ci >= 0 ? this.queues[ci] : null;
-    if (cq) {
-      this.control = new ControlQueue(ci, cq, f, this.filter, {
-        setGuestOffloads: (o) => this.setGuestOffloads(o),
-        setQueuePairs: (n) => this.setQueuePairs(n),
-        setMac: (mac) => {
-          this.config.mac = mac;
-          this.filter.setMac(mac);
-        },
-        announceAck: () => {
-          this.config.status = this.config.status & ~VIRTIO_NET_S_ANNOUNCE;
-        },
-      }, this.pairs);
-    }
-    this.setQueuePairs(1);
-    for (let i = 0; i < this.pairs; i++) this.pairState[i]!.tx?.process();
+    for (const p of this.queuePairs) p.close();
   }
 
   /**
@@ -246,47 +176,57 @@ export class NetDevice extends VirtioDeviceCore {
    * already served or whose queues are not activated.
    */
   servePair(i: number): void {
-    const p = this.pairState[i];
-    if (p === undefined || !this.running || p.rx !== null || p.tx !== null || this.workers.has(i)) return;
-    const rxq = this.queues[2 * i];
-    const txq = this.queues[2 * i + 1];
+    const p = this.queuePairs[i];
+    if (p === undefined || !this.running || p.serving || this.threads.has(i)) return;
+    const rxq = this.queues[2 * i] ?? null;
+    const txq = this.queues[2 * i + 1] ?? null;
     const observed = this.tracer !== null || this.capture !== null;
-    if (rxq && txq && this.workerPairs.has(i) && !observed && this.startWorker(i, rxq, txq)) return;
-    const ctx = this.context()(i);
-    if (rxq) {
-      rxq.mem.registerIo();
-      p.rx = new RxQueue(2 * i, rxq, p.tap, ctx, new RateLimiter(this.limits.rx), this.config.mtu, this.batch);
-      rxq.disableNotifications();
-    }
-    if (txq) {
-      txq.mem.registerIo();
-      p.tx = new TxQueue(2 * i + 1, txq, p.tap, ctx, new RateLimiter(this.limits.tx), this.batch, this.txTimerMs);
-      txq.enableNotifications();
-    }
-    this.observePair(p);
-    if (p.tx !== null && this.activePairs > i) p.tx.process();
-    this.updateWatch(i);
-  }
-
-  /** Starts (a PcapWriter) or stops (null) capturing frames. The writer stays the caller's to close. */
-  setCapture(capture: PcapWriter | null): void {
-    this.capture = capture;
-    for (const p of this.pairState) this.observePair(p);
-  }
-
-  protected override onTracer(): void {
-    for (const p of this.pairState) this.observePair(p);
-  }
-
-  private observePair(p: Pair): void {
-    const on = this.tracer !== null || this.capture !== null;
-    if (p.rx !== null) p.rx.observer = on ? new FrameObserver(this.tracer, this.capture) : null;
-    if (p.tx !== null) p.tx.observer = on ? new FrameObserver(this.tracer, this.capture) : null;
+    if (rxq !== null && txq !== null && this.workerPairs.has(i) && !observed && this.threads.start(p, this.tap.name, rxq, txq, this.features)) return;
+    p.setInUse(i < this.activePairs);
+    p.observe(this.tracer, this.capture);
+    p.start(rxq, txq, this.features);
+    if (i < this.activePairs) p.kick(2 * i + 1);
   }
 
   /** Pairs in use (VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, or a vhost-user front-end's enabled rings). */
   useQueuePairs(n: number): boolean {
     return this.setQueuePairs(n);
+  }
+
+  /** Starts (a PcapWriter) or stops (null) capturing frames. The writer stays the caller's to close. */
+  setCapture(capture: PcapWriter | null): void {
+    this.capture = capture;
+    for (const p of this.queuePairs) p.observe(this.tracer, capture);
+  }
+
+  /** Counters of the main thread and of every queue pair in a worker, summed. */
+  totalMetrics(): NetMetrics {
+    const total = new NetMetrics();
+    total.add(this.metrics);
+    this.threads.addMetrics(total);
+    return total;
+  }
+
+  protected override onTracer(tracer: Tracer | null): void {
+    for (const p of this.queuePairs) p.observe(tracer, this.capture);
+  }
+
+  protected override acceptFeatures(f: bigint): boolean {
+    return featureDependencyError(f, this.controlElsewhere) === null;
+  }
+
+  protected override onDriverOk(): void {
+    if (this.closed) return;
+    const f = this.features;
+    this.guestOffloads = f & GUEST_OFFLOADS;
+    this.programOffloads();
+    if (hasFeature(f, VIRTIO_NET_F_CTRL_VLAN)) this.filter.vlanFiltering = true;
+    for (let i = 0; i < this.pairs; i++) this.servePair(i);
+    const ci = this.controlQueueIndex;
+    const cq = ci >= 0 ? this.queues[ci] : null;
+    if (cq) this.control = new ControlQueue(ci, cq, f, this.filter, this.controlHandlers, this.pairs);
+    this.setQueuePairs(1);
+    for (const p of this.queuePairs) p.kick(2 * p.pair + 1);
   }
 
   protected processQueue(index: number, q: DeviceQueue): void {
@@ -295,22 +235,11 @@ export class NetDevice extends VirtioDeviceCore {
       const r = this.control?.process() ?? false;
       if (r === 'broken') this.markBroken(q.brokenReason);
       else if (r) this.raise('vring', index);
-      // Queue pairs in workers keep their own copy of the filter.
-      if (this.workers.size > 0) {
-        const state = this.filter.state();
-        for (const w of this.workers.values()) w.worker.postMessage({ filter: state });
-      }
+      this.threads.setFilter(this.filter); // pairs in workers keep their own copy of the filter
       return;
     }
-    const w = this.workers.get(index >>> 1);
-    if (w !== undefined) {
-      w.worker.postMessage({ kick: index });
-      return;
-    }
-    const p = this.pairState[index >>> 1];
-    if (p === undefined) return;
-    if (index % 2 === 0) p.rx?.onKick();
-    else p.tx?.process();
+    if (this.threads.kick(index)) return;
+    this.queuePairs[index >>> 1]?.kick(index);
   }
 
   protected override onBroken(): void {
@@ -326,97 +255,10 @@ export class NetDevice extends VirtioDeviceCore {
     this.filter.reset(this.defaultMac);
   }
 
-  /** Counters of the main thread and of every queue pair in a worker, summed. */
-  totalMetrics(): NetMetrics {
-    const total = new NetMetrics();
-    total.add(this.metrics);
-    for (const w of this.workers.values()) total.add(w.metrics);
-    return total;
-  }
-
-  // Serves pair i in a worker thread; false (and an 'error') when guest memory is not shared.
-  private startWorker(i: number, rxq: DeviceQueue, txq: DeviceQueue): boolean {
-    const regions = rxq.mem.regions;
-    if (!regions.every((r) => r.bytes.buffer instanceof SharedArrayBuffer)) {
-      this.hostError(new Error(`queue pair ${i} cannot run in a worker: guest memory is not a SharedArrayBuffer; serving it on this thread`));
-      return false;
-    }
-    const control = new Int32Array(new SharedArrayBuffer(4 * CTRL_WORDS));
-    const metricsBuf = new SharedArrayBuffer(8 * NetMetrics.SIZE);
-    const data: PairWorkerData = {
-      pair: i,
-      fd: this.pairState[i]!.tap.fd,
-      tapName: this.tap.name,
-      regions: regions.map((r) => ({ gpa: r.gpa, buffer: r.bytes.buffer as SharedArrayBuffer, byteOffset: r.bytes.byteOffset, byteLength: r.bytes.byteLength })),
-      layout: this.layoutPacked() ? 'packed' : 'split',
-      rx: { index: 2 * i, addresses: { ...rxq.addresses } },
-      tx: { index: 2 * i + 1, addresses: { ...txq.addresses } },
-      features: this.features.toString(),
-      mtu: this.config.mtu,
-      batch: this.batch,
-      txTimerMs: this.txTimerMs,
-      rateLimit: this.limits,
-      filter: this.filter.state(),
-      control: control.buffer as SharedArrayBuffer,
-      metrics: metricsBuf,
-    };
-    const worker = spawnPairWorker(data);
-    worker.on('message', (m: FromWorker) => {
-      if ('interrupt' in m) this.raise('vring', m.interrupt);
-      else if ('broken' in m) this.markBroken(m.broken);
-      else if ('error' in m) this.hostError(new Error(`queue pair ${i}: ${m.error}`));
-    });
-    worker.on('error', (e) => this.hostError(e));
-    this.workers.set(i, { worker, control, metrics: new NetMetrics(new Float64Array(metricsBuf)) });
-    return true;
-  }
-
-  // Stops a worker before the rings can change under it: STOP, then wait
-  // until it is not touching them, then end the thread. Its counts are kept.
-  private stopWorkers(): void {
-    for (const w of this.workers.values()) {
-      Atomics.store(w.control, CTRL_STOP, 1);
-      const deadline = Date.now() + 2000;
-      while (Atomics.load(w.control, CTRL_BUSY) === 1 && Date.now() < deadline) Atomics.wait(w.control, CTRL_BUSY, 1, 50);
-      void w.worker.terminate();
-      this.metrics.add(w.metrics);
-    }
-    this.workers.clear();
-  }
-
+  // Worker threads first: they must be off the rings before anything changes.
   private stopQueues(): void {
-    this.stopWorkers();
-    for (const p of this.pairState) {
-      p.rx?.stop();
-      p.tx?.stop();
-      p.rx = null;
-      p.tx = null;
-      if (!p.tap.closed) p.tap.watch({});
-    }
-  }
-
-  private context(): (pair: number) => NetQueueContext {
-    return (pair) => ({
-      features: this.features,
-      metrics: this.metrics,
-      filter: this.filter,
-      interrupt: (i) => this.raise('vring', i),
-      markBroken: (fault) => this.markBroken(fault),
-      hostError: (e) => this.hostError(e),
-      updateWatch: () => this.updateWatch(pair),
-    });
-  }
-
-  private updateWatch(pair: number): void {
-    const p = this.pairState[pair];
-    if (p === undefined || p.tap.closed || this.workers.has(pair)) return; // a worker watches its own
-    const active = pair < this.activePairs && this.running;
-    p.tap.watch({ readable: active && p.rx !== null && p.rx.wantsReadable, writable: p.tx !== null && p.tx.waitingWritable });
-  }
-
-  private raiseInterrupt(kind: InterruptKind, queue: number): void {
-    this.metrics.interrupts++;
-    this.interruptFn(kind, queue);
+    this.threads.stopAll(this.metrics);
+    for (const p of this.queuePairs) p.stop();
   }
 
   private hostError(e: Error): void {
@@ -424,17 +266,10 @@ export class NetDevice extends VirtioDeviceCore {
     if (this.listenerCount('error') > 0) this.emit('error', e);
   }
 
-  private guestOffloadMask(): bigint {
-    return [VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_UFO, VIRTIO_NET_F_GUEST_USO4, VIRTIO_NET_F_GUEST_USO6].reduce(
-      (m, b) => m | bit(b),
-      0n,
-    );
-  }
-
   // VIRTIO_NET_CTRL_GUEST_OFFLOADS_SET (§5.1.6.5.6.1): only offloads that were negotiated.
   private setGuestOffloads(offloads: bigint): boolean {
-    if ((offloads & ~(this.features & this.guestOffloadMask())) !== 0n) return false;
-    if (featureDependencyError(offloads | (this.features & ~this.guestOffloadMask()), this.controlElsewhere) !== null) return false;
+    if ((offloads & ~(this.features & GUEST_OFFLOADS)) !== 0n) return false;
+    if (featureDependencyError(offloads | (this.features & ~GUEST_OFFLOADS), this.controlElsewhere) !== null) return false;
     this.guestOffloads = offloads;
     this.programOffloads();
     return true;
@@ -442,49 +277,26 @@ export class NetDevice extends VirtioDeviceCore {
 
   /** TUNSETOFFLOAD from the guest's offloads: what the host may hand the guest. */
   private programOffloads(): void {
-    const g = this.guestOffloads;
-    let bits = 0;
-    if (hasFeature(g, VIRTIO_NET_F_GUEST_CSUM)) {
-      bits |= TunOffload.CSUM;
-      if (hasFeature(g, VIRTIO_NET_F_GUEST_TSO4)) bits |= TunOffload.TSO4;
-      if (hasFeature(g, VIRTIO_NET_F_GUEST_TSO6)) bits |= TunOffload.TSO6;
-      if (hasFeature(g, VIRTIO_NET_F_GUEST_ECN)) bits |= TunOffload.TSO_ECN;
-      if (hasFeature(g, VIRTIO_NET_F_GUEST_UFO)) bits |= TunOffload.UFO;
-      if (hasFeature(g, VIRTIO_NET_F_GUEST_USO4)) bits |= TunOffload.USO4;
-      if (hasFeature(g, VIRTIO_NET_F_GUEST_USO6)) bits |= TunOffload.USO6;
-    }
     try {
-      this.tap.setOffloads(bits); // bits the kernel refuses are left off, not fatal
+      this.tap.setOffloads(tunOffloads(this.guestOffloads)); // bits the kernel refuses are left off, not fatal
     } catch (e) {
       this.hostError(e as Error);
     }
   }
 
+  // VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET (§5.1.6.5.5): pairs beyond n are detached from the TAP's steering and left unread.
   private setQueuePairs(n: number): boolean {
     if (n < 1 || n > this.pairs) return false;
     this.activePairs = n;
     if (this.pairs > 1) {
       try {
-        for (let i = 0; i < this.pairs; i++) this.pairState[i]!.tap.setEnabled(i < n);
+        for (const p of this.queuePairs) p.tap.setEnabled(p.pair < n);
       } catch (e) {
         this.hostError(e as Error);
         return false;
       }
     }
-    for (let i = 0; i < this.pairs; i++) this.updateWatch(i);
+    for (const p of this.queuePairs) p.setInUse(p.pair < n);
     return true;
   }
-}
-
-// The worker runs pair-worker.js from dist, or pair-worker.ts through tsx when
-// the library itself runs from source (tests, scripts).
-function spawnPairWorker(data: PairWorkerData): Worker {
-  const here = import.meta.url;
-  if (here.endsWith('.ts')) {
-    const tsx = import.meta.resolve('tsx/esm/api');
-    const entry = new URL('./pair-worker.ts', here).href;
-    const code = `import(${JSON.stringify(tsx)}).then((m) => { m.register(); return import(${JSON.stringify(entry)}); })`;
-    return new Worker(code, { eval: true, workerData: data });
-  }
-  return new Worker(new URL('./pair-worker.js', here), { workerData: data });
 }

@@ -8,6 +8,7 @@ import {
   bit,
   hasFeature,
 } from '../virtio/constants.js';
+import { TunOffload } from '../tap/tap.js';
 import * as C from './constants.js';
 
 export const NET_FEATURES = {
@@ -54,6 +55,44 @@ export function featureMask(switches: NetFeatureSwitches = {}): bigint {
     if (switches[name] !== false) mask |= bit(b);
   }
   return mask;
+}
+
+/**
+ * What a device over `pairs` TAP queues offers: MQ only with two pairs or
+ * more; with the control queue served elsewhere (vhost-user), no feature of
+ * the control queue's own.
+ */
+export function offeredFeatures(switches: NetFeatureSwitches | undefined, pairs: number, controlElsewhere: boolean): bigint {
+  const s: NetFeatureSwitches = { ...switches };
+  if (pairs < 2) s.MQ = false;
+  if (controlElsewhere) {
+    for (const k of ['CTRL_VQ', 'CTRL_RX', 'CTRL_VLAN', 'CTRL_RX_EXTRA', 'CTRL_MAC_ADDR', 'CTRL_GUEST_OFFLOADS'] as const) s[k] = false;
+  }
+  return featureMask(s);
+}
+
+/** The guest offload bits: what VIRTIO_NET_CTRL_GUEST_OFFLOADS_SET may change (§5.1.6.5.6.1). */
+export const GUEST_OFFLOADS: bigint = [
+  C.VIRTIO_NET_F_GUEST_CSUM,
+  C.VIRTIO_NET_F_GUEST_TSO4,
+  C.VIRTIO_NET_F_GUEST_TSO6,
+  C.VIRTIO_NET_F_GUEST_ECN,
+  C.VIRTIO_NET_F_GUEST_UFO,
+  C.VIRTIO_NET_F_GUEST_USO4,
+  C.VIRTIO_NET_F_GUEST_USO6,
+].reduce((m, b) => m | bit(b), 0n);
+
+/** TUNSETOFFLOAD bits for the guest's offloads: what the host may hand the guest (none without GUEST_CSUM). */
+export function tunOffloads(guest: bigint): number {
+  if (!hasFeature(guest, C.VIRTIO_NET_F_GUEST_CSUM)) return 0;
+  let bits = TunOffload.CSUM;
+  if (hasFeature(guest, C.VIRTIO_NET_F_GUEST_TSO4)) bits |= TunOffload.TSO4;
+  if (hasFeature(guest, C.VIRTIO_NET_F_GUEST_TSO6)) bits |= TunOffload.TSO6;
+  if (hasFeature(guest, C.VIRTIO_NET_F_GUEST_ECN)) bits |= TunOffload.TSO_ECN;
+  if (hasFeature(guest, C.VIRTIO_NET_F_GUEST_UFO)) bits |= TunOffload.UFO;
+  if (hasFeature(guest, C.VIRTIO_NET_F_GUEST_USO4)) bits |= TunOffload.USO4;
+  if (hasFeature(guest, C.VIRTIO_NET_F_GUEST_USO6)) bits |= TunOffload.USO6;
+  return bits;
 }
 
 export function featureNames(mask: bigint): NetFeatureName[] {

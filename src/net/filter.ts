@@ -1,7 +1,21 @@
 // The receive filter the control queue programs (VIRTIO 1.2 §5.1.6.5.1,
 // §5.1.6.5.2, §5.1.6.5.3): RX modes, MAC tables, VLAN table.
 import type { DropReason } from './metrics.js';
-import type { FilterState } from './pair-protocol.js';
+
+/** The whole filter as plain data: what a queue pair in a worker thread is handed. */
+export interface FilterState {
+  promisc: boolean;
+  allmulti: boolean;
+  alluni: boolean;
+  nomulti: boolean;
+  nouni: boolean;
+  nobcast: boolean;
+  vlanFiltering: boolean;
+  mac: number[];
+  unicast: number[][];
+  multicast: number[][];
+  vlans: number[];
+}
 
 function macKey(b: Uint8Array, off: number): number {
   // 48-bit MAC as an exact number.
@@ -33,8 +47,7 @@ export class RxFilter {
     this.nouni = false;
     this.nobcast = false;
     this.vlanFiltering = false;
-    this.unicast.clear();
-    this.multicast.clear();
+    this.setTables([], []);
     this.vlans.fill(0);
     this.setMac(mac);
   }
@@ -79,6 +92,27 @@ export class RxFilter {
       multicast: this.multicastList,
       vlans,
     };
+  }
+
+  /** A filter in the given state (a worker thread's copy of the device's). */
+  static fromState(state: FilterState): RxFilter {
+    const f = new RxFilter();
+    f.applyState(state);
+    return f;
+  }
+
+  /** Takes on the whole state of another filter (see state()). */
+  applyState(s: FilterState): void {
+    this.reset(Uint8Array.from(s.mac));
+    this.promisc = s.promisc;
+    this.allmulti = s.allmulti;
+    this.alluni = s.alluni;
+    this.nomulti = s.nomulti;
+    this.nouni = s.nouni;
+    this.nobcast = s.nobcast;
+    this.vlanFiltering = s.vlanFiltering;
+    this.setTables(s.unicast.map((m) => Uint8Array.from(m)), s.multicast.map((m) => Uint8Array.from(m)));
+    for (const v of s.vlans) this.setVlan(v, true);
   }
 
   /** True when some frame could be refused (the receive path then reads frame by frame). */

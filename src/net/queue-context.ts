@@ -1,4 +1,5 @@
-// What a transmit or receive queue needs from the device that owns it.
+// What a transmit or receive queue needs from the queue pair that owns it
+// (QueuePair, on the device's thread or in a worker).
 import type { TapQueue } from '../tap/tap.js';
 import type { GuestMemory } from '../virtio/guest-memory.js';
 import type { RxFilter } from './filter.js';
@@ -14,7 +15,7 @@ export interface NetQueueContext {
   markBroken(fault: number): void;
   /** Tier 3: the TAP failed. */
   hostError(err: Error): void;
-  /** The TAP queue's readiness interest changed. */
+  /** The TAP queue's readiness interest changed: the pair decides its watch again. */
   updateWatch(): void;
 }
 
