@@ -112,15 +112,6 @@ static Napi::Value IntPtrIoctl(const Napi::CallbackInfo& info, unsigned long req
 }
 
 static Napi::Value SetVnetHdrSz(const Napi::CallbackInfo& info) { return IntPtrIoctl(info, TUNSETVNETHDRSZ); }
-static Napi::Value SetSndBuf(const Napi::CallbackInfo& info) { return IntPtrIoctl(info, TUNSETSNDBUF); }
-
-static Napi::Value GetVnetHdrSz(const Napi::CallbackInfo& info) {
-  int64_t fd;
-  if (!ArgInt(info, 0, 0, INT32_MAX, &fd)) return info.Env().Undefined();
-  int v = 0;
-  if (ioctl(static_cast<int>(fd), TUNGETVNETHDRSZ, &v) < 0) return Errno(info.Env(), errno);
-  return Napi::Number::New(info.Env(), v);
-}
 
 // tunSetQueue(fd, attach) -> 0 | -errno. Enables or disables one queue of a multi-queue TAP.
 static Napi::Value SetQueue(const Napi::CallbackInfo& info) {
@@ -159,8 +150,6 @@ void InitTun(Napi::Env env, Napi::Object exports) {
   exports.Set("tunSetOwner", Napi::Function::New(env, SetOwner, "tunSetOwner"));
   exports.Set("tunSetGroup", Napi::Function::New(env, SetGroup, "tunSetGroup"));
   exports.Set("tunSetVnetHdrSz", Napi::Function::New(env, SetVnetHdrSz, "tunSetVnetHdrSz"));
-  exports.Set("tunGetVnetHdrSz", Napi::Function::New(env, GetVnetHdrSz, "tunGetVnetHdrSz"));
-  exports.Set("tunSetSndBuf", Napi::Function::New(env, SetSndBuf, "tunSetSndBuf"));
   exports.Set("tunSetQueue", Napi::Function::New(env, SetQueue, "tunSetQueue"));
 
   Napi::Object c = Napi::Object::New(env);

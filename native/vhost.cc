@@ -16,17 +16,57 @@
 
 namespace vtap {
 
-// A mapping handed to JavaScript as an external ArrayBuffer.
+class MappingTable;
+
+// A mapping handed to JavaScript as an external ArrayBuffer. The buffer's
+// finalizer deletes it; `table` is null once the table is gone.
 struct Mapping {
   void* ptr;
   size_t size;
   bool mapped;
+  MappingTable* table;
 };
 
-static std::unordered_map<void*, Mapping*>& Mappings() {
-  static thread_local std::unordered_map<void*, Mapping*> m;
-  return m;
-}
+// The mappings of one environment, kept in its instance data (addon.cc), so a
+// worker's environment has its own. unmap() finds a buffer's mapping here;
+// when the environment goes, what is still mapped is unmapped, once.
+class MappingTable {
+ public:
+  MappingTable() = default;
+  MappingTable(const MappingTable&) = delete;
+  MappingTable& operator=(const MappingTable&) = delete;
+  ~MappingTable() {
+    for (auto& [ptr, m] : byPtr_) {
+      if (m->mapped) munmap(m->ptr, m->size);
+      m->mapped = false;
+      m->table = nullptr;  // the buffer's finalizer, if it still runs, deletes m
+    }
+  }
+  // An address unmapped and mapped again replaces the old entry; the old
+  // mapping's finalizer then no longer touches the table.
+  void Add(Mapping* m) {
+    auto [it, fresh] = byPtr_.try_emplace(m->ptr, m);
+    if (!fresh) {
+      it->second->table = nullptr;
+      it->second = m;
+    }
+  }
+  void Remove(Mapping* m) {
+    auto it = byPtr_.find(m->ptr);
+    if (it != byPtr_.end() && it->second == m) byPtr_.erase(it);
+  }
+  Mapping* Find(void* ptr) const {
+    auto it = byPtr_.find(ptr);
+    return it == byPtr_.end() ? nullptr : it->second;
+  }
+
+ private:
+  std::unordered_map<void*, Mapping*> byPtr_;
+};
+
+MappingTable* NewMappingTable() { return new MappingTable(); }
+void DeleteMappingTable(MappingTable* table) { delete table; }
+MappingTable* GetMappings(Napi::Env env);  // addon.cc: this environment's table
 
 static bool FillSockaddr(Napi::Env env, const std::string& path, struct sockaddr_un* sa) {
   memset(sa, 0, sizeof *sa);
@@ -202,7 +242,7 @@ static Napi::Value MemfdCreate(const Napi::CallbackInfo& info) {
 static void FinalizeMapping(napi_env /*env*/, void* /*data*/, void* hint) {
   Mapping* m = static_cast<Mapping*>(hint);
   if (m->mapped) munmap(m->ptr, m->size);
-  Mappings().erase(m->ptr);
+  if (m->table != nullptr) m->table->Remove(m);
   delete m;
 }
 
@@ -216,12 +256,13 @@ static Napi::Value MmapShared(const Napi::CallbackInfo& info) {
   void* p = mmap(nullptr, static_cast<size_t>(size), PROT_READ | PROT_WRITE, MAP_SHARED, static_cast<int>(fd),
                  static_cast<off_t>(offset));
   if (p == MAP_FAILED) return Errno(env, errno);
-  Mapping* m = new Mapping{p, static_cast<size_t>(size), true};
-  Mappings()[p] = m;
+  MappingTable* table = GetMappings(env);
+  Mapping* m = new Mapping{p, static_cast<size_t>(size), true, table};
+  table->Add(m);
   napi_value ab;
   if (napi_create_external_arraybuffer(env, p, m->size, FinalizeMapping, m, &ab) != napi_ok) {
     munmap(p, m->size);
-    Mappings().erase(p);
+    table->Remove(m);
     delete m;
     Napi::Error::New(env, "cannot expose the mapping as an ArrayBuffer").ThrowAsJavaScriptException();
     return env.Undefined();
@@ -240,11 +281,11 @@ static Napi::Value Unmap(const Napi::CallbackInfo& info) {
   void* p = nullptr;
   size_t len = 0;
   if (napi_get_arraybuffer_info(env, info[0], &p, &len) != napi_ok) return Errno(env, EINVAL);
-  auto it = Mappings().find(p);
-  if (p == nullptr || it == Mappings().end() || !it->second->mapped) return Errno(env, EINVAL);
+  Mapping* m = p == nullptr ? nullptr : GetMappings(env)->Find(p);
+  if (m == nullptr || !m->mapped) return Errno(env, EINVAL);
   if (napi_detach_arraybuffer(env, info[0]) != napi_ok) return Errno(env, EINVAL);
-  munmap(it->second->ptr, it->second->size);
-  it->second->mapped = false;
+  munmap(m->ptr, m->size);
+  m->mapped = false;
   return Napi::Number::New(env, 0);
 }
 

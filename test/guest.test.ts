@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
 import { Tap } from '../src/tap/tap.js';
+import { vhostUserNetDevice } from '../src/cli/vhost-user-device.js';
 import { VhostUserBackend } from '../src/transport/vhost-user/backend.js';
 import { PcapWriter } from '../src/net/pcap.js';
 import { Tracer, type TraceEvent } from '../src/trace/trace.js';
@@ -29,7 +30,7 @@ describeGuest('a Linux guest through the vhost-user back-end', () => {
     tap.setIpv4(`198.18.${subnet}.1`, 24);
     const logs: string[] = [];
     const socket = join(dir, `vu-${subnet}.sock`);
-    const backend = new VhostUserBackend({ socketPath: socket, tap, log: (l) => logs.push(l), txTimerMs, ...see });
+    const backend = new VhostUserBackend({ socketPath: socket, device: vhostUserNetDevice({ tap, txTimerMs, ...see }), log: (l) => logs.push(l) });
     const errors: Error[] = [];
     backend.on('error', (e: Error) => errors.push(e));
     backend.start();

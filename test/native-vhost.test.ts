@@ -1,12 +1,13 @@
 // The system pieces of a vhost-user backend: Unix sockets with SCM_RIGHTS,
 // shared memory mappings, and eventfds. No privileges needed.
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
 
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
-import { native } from '../src/host/binding.js';
+import { native, nativeBuildDir } from '../src/host/binding.js';
 import { IoPlan, registerIoRegion, unregisterIoRegion } from '../src/host/io-plan.js';
 
 const EAGAIN = -11;
@@ -96,6 +97,41 @@ describe('vhost-user system pieces', () => {
     expect(plan.results[0]).toBe(EFAULT);
     unregisterIoRegion(region);
     expect(n.unmap(ab)).toBe(EINVAL); // twice
+  });
+
+  it('an address mapped again after unmap is unmapped by the new buffer', () => {
+    const mem = keep(n.memfdCreate('again', 8192));
+    for (let i = 0; i < 4; i++) {
+      const ab = n.mmapShared(mem, 8192, 0);
+      if (typeof ab === 'number') throw new Error(`mmap failed: ${ab}`);
+      expect(n.unmap(ab)).toBe(0);
+    }
+  });
+
+  it("a worker's mappings are its own and are unmapped when the worker goes", async () => {
+    const name = `vt-worker-map-${process.pid}`;
+    const mapped = () => readFileSync('/proc/self/maps', 'utf8').includes(name);
+    const mine = n.mmapShared(keep(n.memfdCreate('main', 4096)), 4096, 0);
+    if (typeof mine === 'number') throw new Error(`mmap failed: ${mine}`);
+    const worker = new Worker(
+      `const { parentPort, workerData } = require('node:worker_threads');
+       const n = require(workerData.addon);
+       const fd = n.memfdCreate(workerData.name, 1 << 20);
+       const left = n.mmapShared(fd, 1 << 20, 0);
+       const gone = n.mmapShared(fd, 4096, 0);
+       n.close(fd);
+       new Uint8Array(left)[0] = 1;
+       parentPort.postMessage([n.unmap(gone), n.unmap(workerData.probe)]);
+       setInterval(() => left, 1000);`,
+      { eval: true, workerData: { addon: join(nativeBuildDir(), 'virtio_tap.node'), name, probe: new ArrayBuffer(8) } },
+    );
+    const [unmapped, foreign] = await new Promise<number[]>((r) => worker.once('message', r));
+    expect(unmapped).toBe(0);
+    expect(foreign).toBe(EINVAL); // not a mapping of this environment
+    expect(mapped()).toBe(true); // the mapping the worker left in use
+    await worker.terminate();
+    expect(mapped()).toBe(false);
+    expect(n.unmap(mine)).toBe(0); // the main thread's table is untouched
   });
 
   it('a socket path too long for sun_path is a RangeError', () => {

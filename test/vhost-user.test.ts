@@ -9,8 +9,11 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
 import { NetDriver } from '../src/driver/net-driver.js';
 import { Tap, type TapPeer } from '../src/tap/tap.js';
+import { vhostUserNetDevice } from '../src/cli/vhost-user-device.js';
+import type { NetDevice } from '../src/net/device.js';
 import { VhostUserBackend } from '../src/transport/vhost-user/backend.js';
-import { encode, Req, statePayload, u64Payload } from '../src/transport/vhost-user/protocol.js';
+import { native } from '../src/host/binding.js';
+import { encode, memTablePayload, Req, statePayload, u64Payload } from '../src/transport/vhost-user/protocol.js';
 import { parseIpv4 as ip } from '../src/util/addr.js';
 import { buildArp, parseArp } from '../src/util/packet.js';
 import { sh } from './helpers/host.js';
@@ -20,6 +23,7 @@ import { TestFrontend } from './helpers/vhost-frontend.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const openFds = () => readdirSync('/proc/self/fd').length;
+const n = native();
 
 async function until(cond: () => boolean, ms = 2000): Promise<void> {
   const deadline = Date.now() + ms;
@@ -33,7 +37,7 @@ describe('vhost-user backend', () => {
   let dir: string;
   let tap: Tap;
   let peer: TapPeer;
-  let backend: VhostUserBackend;
+  let backend: VhostUserBackend<NetDevice>;
   const logs: string[] = [];
   let socket: string;
 
@@ -44,7 +48,7 @@ describe('vhost-user backend', () => {
     tap = sp.tap;
     peer = sp.peers[0]!;
     logs.length = 0;
-    backend = new VhostUserBackend({ socketPath: socket, tap, log: (l) => logs.push(l) });
+    backend = new VhostUserBackend({ socketPath: socket, device: vhostUserNetDevice({ tap }), log: (l) => logs.push(l) });
     backend.start();
   });
   afterEach(() => {
@@ -150,6 +154,34 @@ describe('vhost-user backend', () => {
     }
   });
 
+  it('a memory table that does not add up is refused, its fds closed, and the old table kept', async () => {
+    const { fe, driver } = await guest();
+    try {
+      const region = { guestPhysAddr: 0n, memorySize: 1n << 20n, userspaceAddr: 0n, mmapOffset: 0n };
+      const before = openFds();
+      const memfd = n.memfdCreate('table', 1 << 20);
+      expect(await fe.acked(Req.SET_MEM_TABLE, memTablePayload([region]), [])).toBe(1n); // a region without its fd
+      expect(await fe.acked(Req.SET_MEM_TABLE, memTablePayload([]), [memfd])).toBe(1n); // no regions
+      expect(await fe.acked(Req.SET_MEM_TABLE, memTablePayload([{ ...region, memorySize: 0n }]), [memfd])).toBe(1n);
+      n.close(memfd);
+      expect(openFds()).toBe(before); // each refused message's copy of the fd was closed
+      expect(logs.filter((l) => l.startsWith('refused SET_MEM_TABLE')).length).toBe(3);
+      expect(driver.send(new Uint8Array(60))).toBe(true);
+      await until(() => backend.device.metrics.txPackets === 1);
+    } finally {
+      fe.close();
+    }
+  });
+
+  it('a socket that cannot listen is a HostError naming the errno', () => {
+    const other = new VhostUserBackend({ socketPath: join(dir, 'missing', 'vhost.sock'), device: vhostUserNetDevice({ tap }) });
+    try {
+      expect(() => other.start()).toThrow(/listen: ENOENT \(no such file or directory\)/);
+    } finally {
+      other.close();
+    }
+  });
+
   it('close removes the socket file', () => {
     expect(existsSync(socket)).toBe(true);
     backend.close();
@@ -163,7 +195,7 @@ describe('vhost-user back-end as a client', () => {
     const socket = join(dir, 'qemu.sock');
     const { tap, peers } = Tap.socketPair({ name: 'vuc0' });
     const logs: string[] = [];
-    const backend = new VhostUserBackend({ socketPath: socket, tap, client: true, log: (l) => logs.push(l) });
+    const backend = new VhostUserBackend({ socketPath: socket, device: vhostUserNetDevice({ tap }), client: true, log: (l) => logs.push(l) });
     try {
       backend.start(); // nothing listens yet: it keeps trying
       for (const round of [1, 2]) {

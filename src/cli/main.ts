@@ -7,6 +7,7 @@ import { runTour } from '../tour/present.js';
 import { Link } from '../tap/link.js';
 import { Tap } from '../tap/tap.js';
 import { VhostUserBackend } from '../transport/vhost-user/backend.js';
+import { vhostUserNetDevice } from './vhost-user-device.js';
 import { PcapWriter } from '../net/pcap.js';
 import { TraceSink } from '../trace/sink.js';
 
@@ -134,7 +135,8 @@ async function main(argv: string[]): Promise<number> {
   return 2;
 }
 
-async function vhostUser(args: string[]): Promise<number> {
+/** The vhost-user command's flags, checked. */
+function vhostUserFlags(args: string[]) {
   const { values } = parseArgs({
     args,
     options: {
@@ -154,11 +156,13 @@ async function vhostUser(args: string[]): Promise<number> {
   if (!/^\d+$/.test(values['tx-timer']) || txTimerMs > 1000) {
     throw new TypeError(`--tx-timer must be a whole number of milliseconds from 0 to 1000, got "${values['tx-timer']}"`);
   }
-  // The capture file first: a path that cannot be written is refused before any TAP exists.
-  const capture = values.pcap !== undefined ? new PcapWriter(values.pcap) : null;
-  const trace = traceFrom(values);
+  return { ...values, socket: values.socket, tap: values.tap, queues, txTimerMs };
+}
+
+/** The TAP named: attached to if it exists, created otherwise; brought up when this user may. */
+function vhostUserTap(name: string, queues: number): Tap {
   const tapOptions = { vnetHdr: true, queues, multiQueue: queues > 1 };
-  const tap = Link.exists(values.tap) ? Tap.attach(values.tap, tapOptions) : Tap.open({ name: values.tap, ...tapOptions });
+  const tap = Link.exists(name) ? Tap.attach(name, tapOptions) : Tap.open({ name, ...tapOptions });
   if (!tap.isUp) {
     try {
       tap.setUp();
@@ -166,20 +170,12 @@ async function vhostUser(args: string[]): Promise<number> {
       log.info(`${tap.name} is down and this user cannot bring it up: \`sudo ip link set ${tap.name} up\``);
     }
   }
-  const backend = new VhostUserBackend({
-    socketPath: values.socket,
-    tap,
-    ...(trace !== null ? { trace: trace.tracer } : {}),
-    ...(capture !== null ? { capture } : {}),
-    client: values.client === true,
-    ...(values.mac !== undefined ? { mac: values.mac } : {}),
-    txTimerMs,
-    log: (l) => log.info(l),
-  });
-  backend.on('error', (e: Error) => log.fail(e.message));
-  backend.start();
-  log.ok(`vhost-user back-end for ${tap.name} on ${values.socket}${values.client === true ? ' (client)' : ''}`);
-  await new Promise<void>((resolve) => {
+  return tap;
+}
+
+/** Resolves on the first SIGINT or SIGTERM. */
+function untilStopped(): Promise<void> {
+  return new Promise<void>((resolve) => {
     const stop = (sig: string) => {
       log.info(`${sig}: stopping`);
       resolve();
@@ -187,6 +183,26 @@ async function vhostUser(args: string[]): Promise<number> {
     process.once('SIGINT', () => stop('SIGINT'));
     process.once('SIGTERM', () => stop('SIGTERM'));
   });
+}
+
+async function vhostUser(args: string[]): Promise<number> {
+  const flags = vhostUserFlags(args);
+  // The capture file first: a path that cannot be written is refused before any TAP exists.
+  const capture = flags.pcap !== undefined ? new PcapWriter(flags.pcap) : null;
+  const trace = traceFrom(flags);
+  const tap = vhostUserTap(flags.tap, flags.queues);
+  const device = vhostUserNetDevice({
+    tap,
+    ...(trace !== null ? { trace: trace.tracer } : {}),
+    ...(capture !== null ? { capture } : {}),
+    ...(flags.mac !== undefined ? { mac: flags.mac } : {}),
+    txTimerMs: flags.txTimerMs,
+  });
+  const backend = new VhostUserBackend({ socketPath: flags.socket, device, client: flags.client === true, log: (l) => log.info(l) });
+  backend.on('error', (e: Error) => log.fail(e.message));
+  backend.start();
+  log.ok(`vhost-user back-end for ${tap.name} on ${flags.socket}${flags.client === true ? ' (client)' : ''}`);
+  await untilStopped();
   backend.close();
   tap.close();
   trace?.close();

@@ -47,8 +47,6 @@ export interface NativeBinding {
   tunSetOwner(fd: number, uid: number): number;
   tunSetGroup(fd: number, gid: number): number;
   tunSetVnetHdrSz(fd: number, size: number): number;
-  tunGetVnetHdrSz(fd: number): number;
-  tunSetSndBuf(fd: number, size: number): number;
   tunSetQueue(fd: number, attach: 0 | 1): number;
   linkGetFlags(name: string): number;
   linkSetFlags(name: string, flags: number): number;

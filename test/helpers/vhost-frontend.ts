@@ -3,6 +3,7 @@
 // the device handle NetDriver drives, so the same driver runs over it.
 import type { VirtioDeviceHandle } from '../../src/driver/net-driver.js';
 import { native, type NativePoller } from '../../src/host/binding.js';
+import { errnoName } from '../../src/host/errors.js';
 import {
   encode,
   memTablePayload,
@@ -71,7 +72,7 @@ export class TestFrontend implements VirtioDeviceHandle {
   /** Connects and sets up as QEMU does: features, protocol features, owner, memory table. */
   static async connect(path: string, memSize = 64 << 20, protocol = true): Promise<TestFrontend> {
     const fd = n.unixConnect(path);
-    if (fd < 0) throw new Error(`connect ${path}: errno ${-fd}`);
+    if (fd < 0) throw new Error(`connect ${path}: ${errnoName(fd)}`);
     return TestFrontend.setUp(fd, memSize, protocol);
   }
 
@@ -81,7 +82,7 @@ export class TestFrontend implements VirtioDeviceHandle {
    */
   static async listen(path: string, memSize = 64 << 20, ms = 5000): Promise<TestFrontend> {
     const lfd = n.unixListen(path);
-    if (lfd < 0) throw new Error(`listen ${path}: errno ${-lfd}`);
+    if (lfd < 0) throw new Error(`listen ${path}: ${errnoName(lfd)}`);
     try {
       const deadline = Date.now() + ms;
       let fd = n.unixAccept(lfd);
@@ -114,7 +115,7 @@ export class TestFrontend implements VirtioDeviceHandle {
 
   send(request: number, payload?: Uint8Array, fds?: number[], flags = 0): void {
     const rc = n.sendWithFds(this.fd, encode(request, VHOST_USER_VERSION | flags, payload), fds === undefined ? undefined : Int32Array.from(fds));
-    if (rc < 0) throw new Error(`send failed: errno ${-rc}`);
+    if (rc < 0) throw new Error(`send failed: ${errnoName(rc)}`);
   }
 
   /** Sends bytes as they are (to send what a front-end must not). */

@@ -1,6 +1,7 @@
 // vhost-user wire format (QEMU docs/interop/vhost-user.rst): a 12-byte
 // header (request, flags, size), then the payload; fds ride along as
 // SCM_RIGHTS. Little-endian throughout.
+import { HostError, NEG_EAGAIN } from '../../host/errors.js';
 
 export const VHOST_USER_HDR_SIZE = 12;
 export const VHOST_USER_VERSION = 0x1;
@@ -170,9 +171,9 @@ export class ExactReader {
       const target = this.size < 0 ? this.header.subarray(this.have) : this.body.subarray(this.have, this.size);
       if (target.length > 0) {
         const got = recv(target, this.fdBuf);
-        if (got === -11) return 'again';
+        if (got === NEG_EAGAIN) return 'again';
         if (got === 0) return 'closed';
-        if (got < 0) return `receive failed: errno ${-got}`;
+        if (got < 0) return HostError.fromErrno(got, 'recvmsg', 'receive').message;
         const count = this.fdBuf[0]!;
         if (count < 0) return 'a message came with more fds than any request takes';
         for (let i = 0; i < count; i++) this.fds.push(this.fdBuf[1 + i]!);
