@@ -15,6 +15,11 @@ import { Tap, TapPeer } from '../src/tap/tap.js';
 import { traceToText } from '../src/trace/format.js';
 import { Tracer, traceToJson, type TraceEvent } from '../src/trace/trace.js';
 import { PcapWriter } from '../src/net/pcap.js';
+import { makeQueueRig, type RingLayout } from '../src/driver/rig.js';
+import { Pop } from '../src/virtio/descriptor-chain.js';
+import { PackedQueue } from '../src/virtio/packed-queue.js';
+import { SplitQueue } from '../src/virtio/split-queue.js';
+import { traceQueue, TracedPackedQueue, TracedSplitQueue } from '../src/virtio/traced-queue.js';
 import { tsharkFields } from './helpers/tshark.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -203,6 +208,76 @@ describe('tracing off', () => {
     const drop = events.find((e) => e.type === 'drop');
     expect(drop?.type === 'drop' && drop.reason).toBe('tx_too_short');
     expect(r.dev.metrics.drops.tx_too_short).toBe(1);
+  });
+});
+
+/** A queue in fresh memory, and a round of driver and device work on it: what each call returned. */
+function queueRig(layout: RingLayout) {
+  const rig = makeQueueRig({ layout, size: 8, eventIdx: true });
+  const q = layout === 'split' ? new SplitQueue(rig.mem, rig.addresses, rig.features) : new PackedQueue(rig.mem, rig.addresses, rig.features);
+  const chain = q.newChain();
+  const bufs = [rig.alloc.alloc(256), rig.alloc.alloc(256), rig.alloc.alloc(256)];
+  const round = (seed: number): number[] => {
+    const out: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      rig.driver.beginChain();
+      rig.driver.addSegment(bufs[i]!, 20 + seed + i, false);
+      if (i !== 1) rig.driver.addSegment(bufs[i]! + 128, 100, true);
+      out.push(rig.driver.commitChain(10 * seed + i));
+    }
+    rig.driver.publish();
+    q.disableNotifications();
+    const at = q.savePosition();
+    out.push(q.popChain(chain), chain.head);
+    q.restorePosition(at); // un-pop it, as on EAGAIN
+    for (let r = q.popChain(chain); r !== Pop.EMPTY; r = q.popChain(chain)) {
+      out.push(r, chain.head, chain.count, chain.readableBytes, chain.writableBytes, chain.descriptors);
+      q.addUsed(chain.head, chain.writableBytes / 2, chain.ringSlots);
+    }
+    out.push(Number(q.flushUsed()), Number(q.enableNotifications()), q.getBase());
+    for (let t = rig.driver.popUsed(); t !== -1; t = rig.driver.popUsed()) out.push(t, rig.driver.usedLen);
+    return out;
+  };
+  return { q, round, memory: () => Buffer.from(rig.mem.regions[0]!.bytes) };
+}
+
+describe.each(['split', 'packed'] as const)('traced queues, %s ring', (layout) => {
+  const Plain = layout === 'split' ? SplitQueue : PackedQueue;
+  const Traced = layout === 'split' ? TracedSplitQueue : TracedPackedQueue;
+
+  it('an untraced queue is of the plain class; a tracer swaps the traced one in and out', () => {
+    const tracer = new Tracer();
+    const r = rig({ RING_PACKED: layout === 'packed', MRG_RXBUF: false }, undefined);
+    open.push(r);
+    r.driver.start();
+    const protos = () => r.dev.queues.map((q) => Object.getPrototypeOf(q));
+    expect(protos().every((p) => p === Plain.prototype)).toBe(true);
+    r.dev.setTracer(tracer);
+    expect(protos().every((p) => p === Traced.prototype)).toBe(true);
+    r.dev.setTracer(null);
+    expect(protos().every((p) => p === Plain.prototype)).toBe(true);
+    // Given at construction, the queues are made traced.
+    const t = traced({ RING_PACKED: layout === 'packed', MRG_RXBUF: false });
+    expect(t.dev.queues.every((q) => Object.getPrototypeOf(q) === Traced.prototype)).toBe(true);
+  });
+
+  it('after tracing stops, a queue emits nothing and does what a queue never traced does', () => {
+    const tracer = new Tracer();
+    const events: TraceEvent[] = [];
+    tracer.subscribe((e) => events.push(e));
+    const once = queueRig(layout);
+    const never = queueRig(layout);
+    traceQueue(once.q, { tracer, queue: 0 });
+    for (let i = 0; i < 3; i++) expect(once.round(i)).toEqual(never.round(i));
+    const kinds = new Set(events.map((e) => e.type));
+    expect([...kinds].sort()).toEqual(['kick_suppression', 'notify_decision', 'pop', 'unpop', 'used']);
+    traceQueue(once.q, null);
+    expect(Object.getPrototypeOf(once.q)).toBe(Plain.prototype);
+    const n = events.length;
+    for (let i = 3; i < 9; i++) expect(once.round(i)).toEqual(never.round(i));
+    expect(events.length).toBe(n);
+    expect(once.memory().equals(never.memory())).toBe(true);
+    expect(once.q.stats).toEqual(never.q.stats);
   });
 });
 

@@ -30,6 +30,7 @@ import { readNetHeader, writeNetHeader, type NetHeader } from '../net/net-header
 import type { DriverQueue } from './driver-queue.js';
 import { GuestAllocator, packedLayout, splitLayout } from './layout.js';
 import { PackedDriver } from './packed-driver.js';
+import { RxBuffers } from './rx-buffers.js';
 import { SplitDriver } from './split-driver.js';
 
 /** What the driver needs of a device: the transport-independent operations. */
@@ -83,16 +84,7 @@ interface TxSlot {
 interface PairQueues {
   rx: DriverQueue;
   tx: DriverQueue;
-  rxBufs: number[];
-  /**
-   * Buffers not in the receive ring, a FIFO of indices: buffers go back into
-   * the ring in the order they came out, so buffers next to each other in
-   * memory stay next to each other in the ring, as Linux's page-fragment
-   * buffers are. The device then reads a frame that spans them as one run.
-   */
-  rxFree: Uint16Array;
-  rxFreeHead: number;
-  rxFreeCount: number;
+  rxBufs: RxBuffers;
   txSlots: TxSlot[];
   txFree: number[];
 }
@@ -153,18 +145,17 @@ export class NetDriver {
       const rx = this.makeQueue(2 * p);
       const tx = this.makeQueue(2 * p + 1);
       const size = this.o.queueSize;
-      const rxBufs = Array.from({ length: size }, () => this.alloc.alloc(this.rxBufferSize, 64));
+      const rxBufs = new RxBuffers(this.alloc, size, this.rxBufferSize);
       const txSlots: TxSlot[] = Array.from({ length: size }, () => ({ addr: this.alloc.alloc(2048, 64), size: 2048 }));
       for (let i = 0; i < 4; i++) txSlots.push({ addr: this.alloc.alloc(NET_HDR_SIZE + 65550, 64), size: NET_HDR_SIZE + 65550 });
-      const rxFree = new Uint16Array(size).map((_, i) => i);
-      this.queues.push({ rx, tx, rxBufs, rxFree, rxFreeHead: 0, rxFreeCount: size, txSlots, txFree: txSlots.map((_, i) => txSlots.length - 1 - i) });
+      this.queues.push({ rx, tx, rxBufs, txSlots, txFree: txSlots.map((_, i) => txSlots.length - 1 - i) });
     }
     if (hasFeature(f, VIRTIO_NET_F_CTRL_VQ)) {
       this.ctrl = this.makeQueue(2 * this.o.pairs, 16, this.ctrlIndex);
       this.ctrlBuf = this.alloc.alloc(4096, 64);
     }
     d.setStatus(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK);
-    for (const q of this.queues) this.postRx(q);
+    for (const q of this.queues) q.rxBufs.post(q.rx);
   }
 
   /** VIRTIO_NET_F_MRG_RXBUF was negotiated (set at start). */
@@ -199,37 +190,6 @@ export class NetDriver {
     this.dev.activateQueue(index, this.mem, addresses);
     q.enableInterrupts();
     return q;
-  }
-
-  private postRx(q: PairQueues): void {
-    let added = false;
-    while (q.rx.numFree > 0) {
-      const i = q.rxBufs.length > 0 ? this.freeRx(q) : -1;
-      if (i < 0) break;
-      q.rx.beginChain();
-      q.rx.addSegment(q.rxBufs[i]!, this.rxBufferSize, true);
-      if (q.rx.commitChain(i) < 0) {
-        this.releaseRx(q, i);
-        break;
-      }
-      added = true;
-    }
-    if (added) q.rx.publish();
-  }
-
-  private freeRx(q: PairQueues): number {
-    if (q.rxFreeCount === 0) return -1;
-    const i = q.rxFree[q.rxFreeHead] as number;
-    q.rxFreeHead = q.rxFreeHead + 1 === q.rxFree.length ? 0 : q.rxFreeHead + 1;
-    q.rxFreeCount--;
-    return i;
-  }
-
-  private releaseRx(q: PairQueues, i: number): void {
-    let at = q.rxFreeHead + q.rxFreeCount;
-    if (at >= q.rxFree.length) at -= q.rxFree.length;
-    q.rxFree[at] = i;
-    q.rxFreeCount++;
   }
 
   /** Sends one frame (Ethernet, header excluded) with the given header fields. False when the queue is full. */
@@ -304,7 +264,7 @@ export class NetDriver {
       for (;;) {
         this.reapTx(q);
         done += this.reapRx(q, pair);
-        this.postRx(q);
+        q.rxBufs.post(q.rx);
         if (done >= budget) {
           more = true;
           break;
@@ -328,17 +288,17 @@ export class NetDriver {
     if (!this.o.copyFrames) return this.countRx(q);
     for (let tok = q.rx.popUsed(); tok >= 0; tok = q.rx.popUsed()) {
       const len = q.rx.usedLen;
-      const first = this.mem.view(q.rxBufs[tok]!, this.rxBufferSize);
+      const first = this.mem.view(q.rxBufs.addr[tok]!, this.rxBufferSize);
       const header = readNetHeader(new DataView(first.buffer, first.byteOffset, NET_HDR_SIZE), 0);
       const parts: Uint8Array[] = [first.slice(NET_HDR_SIZE, Math.max(NET_HDR_SIZE, len))];
-      this.releaseRx(q, tok);
+      q.rxBufs.release(tok);
       // §5.1.6.4: with MRG_RXBUF the frame continues in num_buffers - 1 more buffers.
       const more = this.mergeable ? header.numBuffers - 1 : 0;
       for (let k = 0; k < more; k++) {
         const t = q.rx.popUsed();
         if (t < 0) throw new NetDriverError(`num_buffers ${header.numBuffers} but only ${k + 1} used buffers`);
-        parts.push(this.mem.view(q.rxBufs[t]!, q.rx.usedLen).slice());
-        this.releaseRx(q, t);
+        parts.push(this.mem.view(q.rxBufs.addr[t]!, q.rx.usedLen).slice());
+        q.rxBufs.release(t);
       }
       const total = parts.reduce((a, p) => a + p.length, 0);
       const frame = new Uint8Array(total);
@@ -361,15 +321,15 @@ export class NetDriver {
   private countRx(q: PairQueues): number {
     let n = 0;
     for (let tok = q.rx.popUsed(); tok >= 0; tok = q.rx.popUsed()) {
-      this.releaseRx(q, tok);
+      q.rxBufs.release(tok);
       this.stats.rxBytes += q.rx.usedLen;
       if (this.mergeable) {
         // num_buffers (§5.1.6.4), read in place.
-        const more = this.mem.u16le(q.rxBufs[tok]! + 10) - 1;
+        const more = this.mem.u16le(q.rxBufs.addr[tok]! + 10) - 1;
         for (let k = 0; k < more; k++) {
           const t = q.rx.popUsed();
           if (t < 0) break;
-          this.releaseRx(q, t);
+          q.rxBufs.release(t);
           this.stats.rxBytes += q.rx.usedLen;
         }
       }

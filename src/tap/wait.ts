@@ -1,6 +1,6 @@
 // Waiting for one frame on a TAP queue, for tools, the demo and tests (not
 // for the device's hot path, which drains in batches on readiness events).
-import type { TapQueue } from './tap.js';
+import type { TapQueue } from './tap-queue.js';
 
 /**
  * Reads frames until `match` returns non-null for one, or `ms` pass (then

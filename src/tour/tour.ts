@@ -45,8 +45,19 @@ export function hexdump(bytes: Uint8Array, from = 0): string[] {
   return out;
 }
 
-/** Runs the tour's two frames and returns its steps. Queues of 4 entries keep the tables short. */
-export async function recordTour(layout: 'split' | 'packed'): Promise<TourStep[]> {
+/** The device, the driver and the far end of the stand-in TAP, with every trace event recorded with its ring. */
+interface TourRig {
+  peer: TapPeer;
+  driver: NetDriver;
+  timeline: Moment[];
+  /** Queue q's memory now, or null before it is ready. */
+  snap: (q: number) => RingSnapshot | null;
+  /** Frames the driver received. */
+  received: Uint8Array[];
+  close(): void;
+}
+
+function tourRig(layout: 'split' | 'packed'): TourRig {
   const { tap, peers } = Tap.socketPair({ name: 'tour0' });
   const peer = peers[0] as TapPeer;
   const tracer = new Tracer();
@@ -74,39 +85,53 @@ export async function recordTour(layout: 'split' | 'packed'): Promise<TourStep[]
   driver = new NetDriver(dev, { queueSize: 4, rxBufferSize: 2048 });
   const received: Uint8Array[] = [];
   driver.onFrame = (f) => received.push(f.frame);
-  const steps: TourStep[] = [];
-  const packed = layout === 'packed';
-  try {
-    driver.start();
-    steps.push(...startSteps(timeline, packed, snap));
-    const afterStartTx = snap(1)!;
-    const afterStartRx = snap(0)!;
-
-    // One frame out: an ARP request from the guest.
-    const out = buildArp({ op: 1, senderMac: GUEST_MAC, senderIp: GUEST_IP, targetMac: new Uint8Array(6), targetIp: HOST_IP });
-    let mark = timeline.length;
-    if (!driver.send(out)) throw new Error('the tour could not send its frame');
-    await sleep(20); // the driver reaps on the interrupt, from a microtask
-    const wire = new Uint8Array(2048);
-    const n = peer.read(wire);
-    steps.push(...txSteps(timeline.slice(mark), afterStartTx, snap(1)!, out, n > 0 ? wire.subarray(0, n) : new Uint8Array(0), packed));
-
-    // One frame in: the host's ARP reply, written to the TAP's far end.
-    const reply = buildArp({ op: 2, senderMac: HOST_MAC, senderIp: HOST_IP, targetMac: GUEST_MAC, targetIp: GUEST_IP });
-    mark = timeline.length;
-    const hdr = new Uint8Array(12);
-    peer.write(Buffer.concat([hdr, reply]));
-    const deadline = Date.now() + 3000;
-    while (received.length === 0 && Date.now() < deadline) await sleep(5);
-    if (received.length === 0) throw new Error('the tour frame did not reach the driver');
-    await sleep(10);
-    steps.push(...rxSteps(timeline.slice(mark), afterStartRx, snap(0)!, reply, received[0]!, packed));
-    return steps;
-  } finally {
+  const close = () => {
     dev.close();
     tap.close();
     peer.close();
+  };
+  return { peer, driver, timeline, snap, received, close };
+}
+
+/** Runs the tour's two frames and returns its steps. Queues of 4 entries keep the tables short. */
+export async function recordTour(layout: 'split' | 'packed'): Promise<TourStep[]> {
+  const r = tourRig(layout);
+  const packed = layout === 'packed';
+  try {
+    r.driver.start();
+    const steps = startSteps(r.timeline, packed, r.snap);
+    const afterStartTx = r.snap(1)!;
+    const afterStartRx = r.snap(0)!;
+    steps.push(...(await frameOut(r, afterStartTx, packed)));
+    steps.push(...(await frameIn(r, afterStartRx, packed)));
+    return steps;
+  } finally {
+    r.close();
   }
+}
+
+// One frame out: an ARP request from the guest, read on the TAP's far end.
+async function frameOut(r: TourRig, before: RingSnapshot, packed: boolean): Promise<TourStep[]> {
+  const out = buildArp({ op: 1, senderMac: GUEST_MAC, senderIp: GUEST_IP, targetMac: new Uint8Array(6), targetIp: HOST_IP });
+  const mark = r.timeline.length;
+  if (!r.driver.send(out)) throw new Error('the tour could not send its frame');
+  await sleep(20); // the driver reaps on the interrupt, from a microtask
+  const wire = new Uint8Array(2048);
+  const n = r.peer.read(wire);
+  return txSteps(r.timeline.slice(mark), before, r.snap(1)!, out, n > 0 ? wire.subarray(0, n) : new Uint8Array(0), packed);
+}
+
+// One frame in: the host's ARP reply, written to the TAP's far end.
+async function frameIn(r: TourRig, before: RingSnapshot, packed: boolean): Promise<TourStep[]> {
+  const reply = buildArp({ op: 2, senderMac: HOST_MAC, senderIp: HOST_IP, targetMac: GUEST_MAC, targetIp: GUEST_IP });
+  const mark = r.timeline.length;
+  const hdr = new Uint8Array(12);
+  r.peer.write(Buffer.concat([hdr, reply]));
+  const deadline = Date.now() + 3000;
+  while (r.received.length === 0 && Date.now() < deadline) await sleep(5);
+  if (r.received.length === 0) throw new Error('the tour frame did not reach the driver');
+  await sleep(10);
+  return rxSteps(r.timeline.slice(mark), before, r.snap(0)!, reply, r.received[0]!, packed);
 }
 
 function startSteps(timeline: Moment[], packed: boolean, snap: (q: number) => RingSnapshot | null): TourStep[] {
@@ -181,8 +206,12 @@ function describeDecision(e: TraceEvent): string {
 
 function txSteps(ms: Moment[], before: RingSnapshot, after: RingSnapshot, frame: Uint8Array, wire: Uint8Array, packed: boolean): TourStep[] {
   const kick = find(ms, 'kick', 1);
-  const pop = find(ms, 'pop', 1);
   const decision = find(ms, 'notify_decision', 1);
+  return [...txChainSteps(kick, find(ms, 'pop', 1), before, frame, packed), txWriteStep(wire), ...txUsedSteps(kick, decision, after, packed)];
+}
+
+// The chain made available and kicked, then popped by the device.
+function txChainSteps(kick: Moment | undefined, pop: Moment | undefined, before: RingSnapshot, frame: Uint8Array, packed: boolean): TourStep[] {
   const steps: TourStep[] = [];
   if (kick?.snap) {
     steps.push({
@@ -212,7 +241,11 @@ function txSteps(ms: Moment[], before: RingSnapshot, after: RingSnapshot, frame:
       detail: pop.e.descriptors.map((d, i) => `  descriptor ${i}: addr 0x${d.addr.toString(16)} len ${d.len} flags ${descFlagNames(d.flags)}`),
     });
   }
-  steps.push({
+  return steps;
+}
+
+function txWriteStep(wire: Uint8Array): TourStep {
+  return {
     title: 'Out: one writev hands the frame to the TAP',
     section: '§5.1.6.2 Packet Transmission',
     text: [
@@ -221,7 +254,12 @@ function txSteps(ms: Moment[], before: RingSnapshot, after: RingSnapshot, frame:
       'These are the bytes the host side read:',
     ],
     detail: hexdump(wire.subarray(0, 12 + 42)),
-  });
+  };
+}
+
+// The chain returned as used with the interrupt decision, then reaped by the driver.
+function txUsedSteps(kick: Moment | undefined, decision: Moment | undefined, after: RingSnapshot, packed: boolean): TourStep[] {
+  const steps: TourStep[] = [];
   if (decision?.snap) {
     steps.push({
       title: 'Out: the device returns the chain as used, and decides whether to interrupt',

@@ -17,6 +17,7 @@ import { makeDeviceQueue } from './make-queue.js';
 import { PackedQueue } from './packed-queue.js';
 import { QueueConfigError, type DeviceQueue, type QueueAddresses } from './queue.js';
 import { SplitQueue } from './split-queue.js';
+import { traceQueue } from './traced-queue.js';
 import type { Tracer } from '../trace/trace.js';
 
 export type InterruptKind = 'vring' | 'config';
@@ -77,7 +78,7 @@ export abstract class VirtioDeviceCore extends EventEmitter {
 
   /** Raises an interrupt (traced). */
   protected raise(kind: InterruptKind, queue: number): void {
-    if (this.tracer !== null) this.tracer.emit({ type: 'interrupt', kind, queue }); // trace-hook
+    if (this.tracer !== null) this.tracer.emit({ type: 'interrupt', kind, queue });
     this.raiseFn(kind, queue);
   }
 
@@ -85,7 +86,7 @@ export abstract class VirtioDeviceCore extends EventEmitter {
   setTracer(tracer: Tracer | null): void {
     this.tracer = tracer;
     this.queues.forEach((q, i) => {
-      if (q !== null) q.trace = tracer === null ? null : { tracer, queue: i };
+      if (q !== null) traceQueue(q, tracer === null ? null : { tracer, queue: i });
     });
     this.onTracer(tracer);
   }
@@ -124,12 +125,12 @@ export abstract class VirtioDeviceCore extends EventEmitter {
     if ((v & VIRTIO_CONFIG_S_FEATURES_OK) !== 0 && (this.status & VIRTIO_CONFIG_S_FEATURES_OK) === 0) {
       const why = this.featuresRefusal(this.driverFeatures);
       if (why !== null) v &= ~VIRTIO_CONFIG_S_FEATURES_OK;
-      if (this.tracer !== null) this.traceFeatures(this.tracer, why); // trace-hook
+      if (this.tracer !== null) this.traceFeatures(this.tracer, why);
     }
     const wasRunning = (this.status & VIRTIO_CONFIG_S_DRIVER_OK) !== 0;
     const from = this.status;
     this.status = v | (this.status & VIRTIO_CONFIG_S_NEEDS_RESET);
-    if (this.tracer !== null) this.tracer.emit({ type: 'status', from, to: this.status }); // trace-hook
+    if (this.tracer !== null) this.tracer.emit({ type: 'status', from, to: this.status });
     if (!wasRunning && (v & VIRTIO_CONFIG_S_DRIVER_OK) !== 0 && (v & VIRTIO_CONFIG_S_FAILED) === 0) this.onDriverOk();
   }
 
@@ -152,9 +153,10 @@ export abstract class VirtioDeviceCore extends EventEmitter {
    */
   activateQueue(i: number, mem: GuestMemory, addresses: QueueAddresses): DeviceQueue {
     if (i < 0 || i >= this.queues.length) throw new QueueConfigError(`queue ${i} does not exist (the device has ${this.queues.length})`);
-    const q = makeDeviceQueue(this.features, mem, addresses);
+    const tracer = this.tracer;
+    const q = makeDeviceQueue(this.features, mem, addresses, tracer === null ? null : { tracer, queue: i });
     this.queues[i] = q;
-    if (this.tracer !== null) this.traceQueue(this.tracer, i, q); // trace-hook
+    if (tracer !== null) this.traceQueueReady(tracer, q, i);
     return q;
   }
 
@@ -170,15 +172,14 @@ export abstract class VirtioDeviceCore extends EventEmitter {
     });
   }
 
-  private traceQueue(tracer: Tracer, i: number, q: DeviceQueue): void {
-    q.trace = { tracer, queue: i };
+  private traceQueueReady(tracer: Tracer, q: DeviceQueue, i: number): void {
     const { eventIdx, indirect, inOrder } = q instanceof SplitQueue || q instanceof PackedQueue ? q.features : { eventIdx: false, indirect: false, inOrder: false };
     tracer.emit({ type: 'queue_ready', queue: i, layout: q.layout, ...q.addresses, eventIdx, indirect, inOrder });
   }
 
   /** A driver notification for queue i. Ignored (and counted) unless running. */
   kick(i: number): void {
-    if (this.tracer !== null) this.tracer.emit({ type: 'kick', queue: i }); // trace-hook
+    if (this.tracer !== null) this.tracer.emit({ type: 'kick', queue: i });
     const q = this.queues[i];
     if (!this.running || q === null || q === undefined) {
       this.coreStats.kicksIgnored++;
@@ -196,14 +197,14 @@ export abstract class VirtioDeviceCore extends EventEmitter {
     this.status |= VIRTIO_CONFIG_S_NEEDS_RESET;
     this.brokenReason = typeof reason === 'number' ? chainFaultName(reason) : reason;
     this.coreStats.broken++;
-    if (this.tracer !== null) this.tracer.emit({ type: 'broken', reason: this.brokenReason }); // trace-hook
+    if (this.tracer !== null) this.tracer.emit({ type: 'broken', reason: this.brokenReason });
     this.onBroken();
     this.raise('config', -1);
   }
 
   /** Back to the initial state: status 0, no features, no queues. */
   reset(): void {
-    if (this.tracer !== null) this.tracer.emit({ type: 'reset' }); // trace-hook
+    if (this.tracer !== null) this.tracer.emit({ type: 'reset' });
     this.status = 0;
     this.driverFeatures = 0n;
     this.brokenReason = '';

@@ -16,7 +16,6 @@ import { ChainFault, chainCapacity, chainFaultTier, DescriptorChain, maxIndirect
 import { u64, type GuestMemory } from './guest-memory.js';
 import { QueueConfigError, type DeviceQueue, type QueueAddresses, type QueueFeatures, type QueueStats } from './queue.js';
 import { packedDescState, packedViews } from './ring-views.js';
-import { emitPop, type QueueTraceTarget } from './queue-trace.js';
 
 /**
  * Packed-ring event check (§2.8, "Event Suppression Structure Format"): did the move from `old` to `next` pass
@@ -43,13 +42,15 @@ export class PackedQueue implements DeviceQueue {
   readonly stats: QueueStats = { chains: 0, badChains: 0, notificationsSent: 0, notificationsSuppressed: 0 };
   broken = false;
   brokenReason: number = ChainFault.NONE;
-  /** Set by the device while tracing; null costs one compare per call. */
-  trace: QueueTraceTarget | null = null;
   nextAvail = 0;
   availWrap = 1;
   usedIdx = 0;
   usedWrap = 1;
-  private signalled = 0; // folded used position at the last notification decision
+  /** Folded used position at the last notification decision. */
+  protected signalled = 0;
+  /** What the last notification decision read from the driver: its event flags, and off_wrap when compared (else -1). */
+  protected decidedFlags = 0;
+  protected decidedOffWrap = -1;
   private readonly desc32: Uint32Array;
   private readonly desc16: Uint16Array;
   /** Driver event suppression: off_wrap, flags. */
@@ -88,22 +89,6 @@ export class PackedQueue implements DeviceQueue {
   }
 
   popChain(chain: DescriptorChain): number {
-    if (this.trace !== null) return this.tracedPop(chain, this.trace); // trace-hook
-    return this.pop(chain);
-  }
-
-  private tracedPop(chain: DescriptorChain, t: QueueTraceTarget): number {
-    const at = this.nextAvail;
-    const wrap = this.availWrap;
-    chain.reset(0);
-    chain.recordDescriptors = true;
-    const r = this.pop(chain);
-    chain.recordDescriptors = false;
-    if (r !== Pop.EMPTY) emitPop(t, 'packed', chain, r, at, { wrap });
-    return r;
-  }
-
-  private pop(chain: DescriptorChain): number {
     if (this.broken) return Pop.BROKEN;
     if (!this.isAvailable(this.nextAvail, this.availWrap)) return Pop.EMPTY;
     const d32 = this.desc32;
@@ -180,7 +165,6 @@ export class PackedQueue implements DeviceQueue {
 
   addUsed(id: number, len: number, slots: number): void {
     const i = this.usedIdx;
-    if (this.trace !== null) this.traceUsed(this.trace, id, len); // trace-hook
     this.desc32[i * 4 + 2] = len;
     this.desc16[i * 8 + 6] = id;
     // §2.8, "Driver and Device Ring Wrap Counters": a used descriptor has AVAIL and USED both equal to the used wrap counter.
@@ -207,54 +191,15 @@ export class PackedQueue implements DeviceQueue {
       offWrap = Atomics.load(this.driverEvent, 0);
       notify = packedNeedEvent(this.size, offWrap, next, old);
     } else notify = true;
-    if (this.trace !== null) this.traceNotify(this.trace, flags, offWrap, old, next, notify); // trace-hook
+    this.decidedFlags = flags;
+    this.decidedOffWrap = offWrap;
     if (notify) this.stats.notificationsSent++;
     else this.stats.notificationsSuppressed++;
     return notify;
   }
 
-  private traceNotify(t: QueueTraceTarget, flags: number, offWrap: number, old: number, next: number, send: boolean): void {
-    const byIndex = offWrap >= 0;
-    t.tracer.emit({
-      type: 'notify_decision',
-      queue: t.queue,
-      layout: 'packed',
-      mode: byIndex ? 'event_idx' : 'flags',
-      old,
-      new: next,
-      flags,
-      ...(byIndex ? { eventOffset: offWrap & 0x7fff, eventWrap: offWrap >>> 15 } : {}),
-      usedWrap: this.usedWrap,
-      send,
-    });
-  }
-
-  // Trace emits live in methods of their own, so the hot methods stay small enough to inline.
-  private traceUsed(t: QueueTraceTarget, id: number, len: number): void {
-    t.tracer.emit({ type: 'used', queue: t.queue, layout: 'packed', id, len, at: this.usedIdx, wrap: this.usedWrap });
-  }
-
-  private traceKicksOff(t: QueueTraceTarget): void {
-    t.tracer.emit({ type: 'kick_suppression', queue: t.queue, layout: 'packed', enabled: false });
-  }
-
-  private traceUnpop(t: QueueTraceTarget, to: number, wrap: number): void {
-    if (to !== this.nextAvail || wrap !== this.availWrap) t.tracer.emit({ type: 'unpop', queue: t.queue, to, wrap });
-  }
-
-  private traceKicksOn(t: QueueTraceTarget): void {
-    const ev = this.features.eventIdx ? { availEvent: this.nextAvail, wrap: this.availWrap } : {};
-    t.tracer.emit({ type: 'kick_suppression', queue: t.queue, layout: 'packed', enabled: true, ...ev });
-  }
-
-  /** The driver's event suppression (off_wrap, flags), for traces. */
-  get driverEventSuppression(): { offWrap: number; flags: number } {
-    return { offWrap: this.driverEvent[0] as number, flags: this.driverEvent[1] as number };
-  }
-
   disableNotifications(): void {
     Atomics.store(this.deviceEvent, 1, RING_EVENT_FLAGS_DISABLE);
-    if (this.trace !== null) this.traceKicksOff(this.trace); // trace-hook
   }
 
   enableNotifications(): boolean {
@@ -264,7 +209,6 @@ export class PackedQueue implements DeviceQueue {
     } else {
       Atomics.store(this.deviceEvent, 1, RING_EVENT_FLAGS_ENABLE);
     }
-    if (this.trace !== null) this.traceKicksOn(this.trace); // trace-hook
     return this.hasAvailable();
   }
 
@@ -286,11 +230,8 @@ export class PackedQueue implements DeviceQueue {
   }
 
   restorePosition(position: number): void {
-    const to = position & 0xffff;
-    const wrap = (position >>> 16) & 1;
-    if (this.trace !== null) this.traceUnpop(this.trace, to, wrap); // trace-hook
-    this.nextAvail = to;
-    this.availWrap = wrap;
+    this.nextAvail = position & 0xffff;
+    this.availWrap = (position >>> 16) & 1;
   }
 
   reset(): void {

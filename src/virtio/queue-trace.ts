@@ -1,5 +1,5 @@
-// Trace events a device queue emits when a tracer is attached (see
-// src/trace/trace.ts). Only called when tracing: the queues test one field.
+// Where a traced device queue reports, and the pop event both layouts emit
+// (see src/trace/trace.ts). Only traced queues (traced-queue.ts) call here.
 import type { TraceDescriptor, Tracer } from '../trace/trace.js';
 import { chainFaultName, type DescriptorChain, Pop } from './descriptor-chain.js';
 

@@ -1,7 +1,6 @@
 // What the device side of a virtqueue offers, whatever its layout.
 import type { DescriptorChain } from './descriptor-chain.js';
 import type { GuestMemory } from './guest-memory.js';
-import type { QueueTraceTarget } from './queue-trace.js';
 
 /** Thrown when a queue's configuration cannot be used (VIRTIO 1.2 §2.7, §2.8). */
 export class QueueConfigError extends Error {
@@ -47,8 +46,6 @@ export interface DeviceQueue {
   /** Set by a tier-2 fault; cleared by reset(). */
   readonly broken: boolean;
   readonly brokenReason: number;
-  /** Where trace events go; null (the default) when not traced. */
-  trace: QueueTraceTarget | null;
   /** A chain sized for this queue, to pass to popChain. */
   newChain(): DescriptorChain;
   /** Fills `chain` with the next available chain; see Pop. */

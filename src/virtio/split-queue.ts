@@ -11,7 +11,6 @@ import {
 import { ChainFault, chainCapacity, chainFaultTier, DescriptorChain, maxIndirectEntries, Pop } from './descriptor-chain.js';
 import { u64, type GuestMemory } from './guest-memory.js';
 import { splitViews } from './ring-views.js';
-import { emitPop, type QueueTraceTarget } from './queue-trace.js';
 import { QueueConfigError, type DeviceQueue, type QueueAddresses, type QueueFeatures, type QueueStats } from './queue.js';
 
 /** vring_need_event (§2.7, "Used Buffer Notification Suppression"): did [old, new) cross event? 16-bit arithmetic. */
@@ -28,18 +27,18 @@ export class SplitQueue implements DeviceQueue {
   readonly stats: QueueStats = { chains: 0, badChains: 0, notificationsSent: 0, notificationsSuppressed: 0 };
   broken = false;
   brokenReason: number = ChainFault.NONE;
-  /** Set by the device while tracing; null costs one compare per call. */
-  trace: QueueTraceTarget | null = null;
   /** Next available ring entry to read (last_avail_idx), free-running 16-bit. */
   nextAvail = 0;
   /** Next used ring entry to write, free-running 16-bit. */
   usedIdx = 0;
   /** Used index at the last notification decision. */
-  private signalledUsed = 0;
+  protected signalledUsed = 0;
+  /** What the last notification decision read from the driver: used_event with EVENT_IDX, else the available ring's flags. */
+  protected decidedOn = 0;
   private readonly mask: number;
   private readonly desc32: Uint32Array;
   private readonly desc16: Uint16Array;
-  private readonly avail: Uint16Array;
+  protected readonly avail: Uint16Array;
   private readonly used16: Uint16Array;
   private readonly used32: Uint32Array;
   private readonly views: DataView[];
@@ -72,21 +71,6 @@ export class SplitQueue implements DeviceQueue {
   }
 
   popChain(chain: DescriptorChain): number {
-    if (this.trace !== null) return this.tracedPop(chain, this.trace); // trace-hook
-    return this.pop(chain);
-  }
-
-  private tracedPop(chain: DescriptorChain, t: QueueTraceTarget): number {
-    const at = this.nextAvail;
-    chain.reset(0);
-    chain.recordDescriptors = true;
-    const r = this.pop(chain);
-    chain.recordDescriptors = false;
-    if (r !== Pop.EMPTY) emitPop(t, 'split', chain, r, at, { availIdx: this.avail[1]! });
-    return r;
-  }
-
-  private pop(chain: DescriptorChain): number {
     if (this.broken) return Pop.BROKEN;
     const availIdx = Atomics.load(this.avail, 1); // acquire: ring entries are read after the index
     const pending = (availIdx - this.nextAvail) & 0xffff;
@@ -166,7 +150,6 @@ export class SplitQueue implements DeviceQueue {
   }
 
   addUsed(id: number, len: number, _slots: number): void {
-    if (this.trace !== null) this.traceUsed(this.trace, id, len); // trace-hook
     const slot = this.usedIdx & this.mask;
     this.used32[1 + slot * 2] = id;
     this.used32[2 + slot * 2] = len;
@@ -189,34 +172,14 @@ export class SplitQueue implements DeviceQueue {
       seen = Atomics.load(this.avail, 0);
       notify = (seen & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
     }
-    if (this.trace !== null) this.traceNotify(this.trace, seen, old, newIdx, notify); // trace-hook
+    this.decidedOn = seen;
     if (notify) this.stats.notificationsSent++;
     else this.stats.notificationsSuppressed++;
     return notify;
   }
 
-  private traceNotify(t: QueueTraceTarget, seen: number, old: number, newIdx: number, send: boolean): void {
-    const e = this.features.eventIdx;
-    t.tracer.emit({
-      type: 'notify_decision',
-      queue: t.queue,
-      layout: 'split',
-      mode: e ? 'event_idx' : 'flags',
-      old,
-      new: newIdx,
-      ...(e ? { usedEvent: seen } : { flags: seen }),
-      send,
-    });
-  }
-
-  /** used_event as the driver last wrote it (for traces). */
-  get usedEvent(): number {
-    return this.avail[2 + this.size] as number;
-  }
-
   disableNotifications(): void {
     if (!this.features.eventIdx) this.used16[0] = (this.used16[0] as number) | VIRTQ_USED_F_NO_NOTIFY;
-    if (this.trace !== null) this.traceKicks(this.trace, false); // trace-hook
   }
 
   enableNotifications(): boolean {
@@ -226,24 +189,7 @@ export class SplitQueue implements DeviceQueue {
     } else {
       Atomics.store(this.used16, 0, (this.used16[0] as number) & ~VIRTQ_USED_F_NO_NOTIFY);
     }
-    if (this.trace !== null) this.traceKicks(this.trace, true); // trace-hook
     return this.hasAvailable();
-  }
-
-  // Trace emits live in methods of their own, so the hot methods stay small enough to inline.
-  private traceUsed(t: QueueTraceTarget, id: number, len: number): void {
-    t.tracer.emit({ type: 'used', queue: t.queue, layout: 'split', id, len, at: this.usedIdx });
-  }
-
-  private traceUnpop(t: QueueTraceTarget, to: number): void {
-    if (to !== this.nextAvail) t.tracer.emit({ type: 'unpop', queue: t.queue, to });
-  }
-
-  // What the device asked of the driver's kicks. Disabling with EVENT_IDX writes nothing: no event.
-  private traceKicks(t: QueueTraceTarget, enabled: boolean): void {
-    const e = this.features.eventIdx;
-    if (!enabled && e) return;
-    t.tracer.emit({ type: 'kick_suppression', queue: t.queue, layout: 'split', enabled, ...(enabled && e ? { availEvent: this.nextAvail } : {}) });
   }
 
   setBase(base: number): void {
@@ -261,9 +207,7 @@ export class SplitQueue implements DeviceQueue {
   }
 
   restorePosition(position: number): void {
-    const to = position & 0xffff;
-    if (this.trace !== null) this.traceUnpop(this.trace, to); // trace-hook
-    this.nextAvail = to;
+    this.nextAvail = position & 0xffff;
   }
 
   reset(): void {
