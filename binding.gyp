@@ -14,6 +14,7 @@
         "native/link.cc",
         "native/regions.cc",
         "native/io.cc",
+        "native/readv-mergeable.cc",
         "native/poll.cc",
         "native/vhost.cc"
       ],

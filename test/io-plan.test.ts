@@ -247,8 +247,28 @@ describe('batched I/O plans', () => {
     expect(plan.addSegment(0, 0, 1)).toBe(true);
     expect(plan.addSegment(0, 0, 1)).toBe(false);
     expect(plan.beginFrame()).toBe(false);
-    plan.abandonFrame();
-    expect(plan.frames).toBe(0);
+    expect(plan.frames).toBe(1);
+  });
+
+  it('IoPlan accessors walk frames and segments by plan position', () => {
+    const plan = new IoPlan(3, 4);
+    plan.beginFrame();
+    plan.addSegment(5, 10, 100);
+    plan.addSegment(6, 20, 200);
+    plan.beginFrame();
+    plan.addSegment(7, 30, 300);
+    plan.beginFrame();
+    plan.addSegment(8, 40, 400);
+    expect(plan.segments(0)).toBe(2);
+    const second = plan.next(0);
+    expect([plan.region(0, 1), plan.offset(0, 1), plan.length(0, 1)]).toEqual([6, 20, 200]);
+    expect([plan.segments(second), plan.region(second, 0), plan.offset(second, 0), plan.length(second, 0)]).toEqual([1, 7, 30, 300]);
+    expect(plan.skip(0, 2)).toBe(plan.next(second));
+    expect(plan.skip(0, 3)).toBe(plan.end);
+    // Keeping frames 0 and 2 moves the third frame up behind the first.
+    expect(plan.keepFrames(Uint8Array.of(1, 0, 1))).toBe(2);
+    expect([plan.segments(second), plan.region(second, 0), plan.length(second, 0)]).toEqual([1, 8, 400]);
+    expect(plan.end).toBe(plan.next(second));
   });
 
   it('gatherFrames copies frames across segments and entries, and only from inside registered regions', () => {

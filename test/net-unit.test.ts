@@ -8,6 +8,10 @@ import { NetDriver } from '../src/driver/net-driver.js';
 import { NetDevice, type NetDeviceOptions } from '../src/net/device.js';
 import type { NetFeatureSwitches } from '../src/net/features.js';
 import { readNetHeader } from '../src/net/net-header.js';
+import type { NetQueueContext } from '../src/net/queue-context.js';
+import { RxBuffers } from '../src/net/rx-buffers.js';
+import { makeQueueRig } from '../src/driver/rig.js';
+import { SplitQueue } from '../src/virtio/split-queue.js';
 import { Tap, TapPeer } from '../src/tap/tap.js';
 import { VIRTIO_CONFIG_S_NEEDS_RESET } from '../src/virtio/constants.js';
 
@@ -273,6 +277,45 @@ describe('net device over a socket pair: bad input from the guest', () => {
     r.driver.start(); // the driver resets and sets the device up again
     expect(r.driver.send(frameOf(60, 3))).toBe(true);
     expect((await readPeer(r.peer))?.length).toBe(72);
+  });
+});
+
+describe('receive buffers', () => {
+  it('a frame fills its chains in order: bytes split, num_buffers and flags set, the rest stay pending or go back', () => {
+    const rig = makeQueueRig({ layout: 'split', size: 8 });
+    const q = new SplitQueue(rig.mem, rig.addresses, rig.features);
+    const bufs = [0, 1, 2].map(() => rig.alloc.alloc(100));
+    bufs.forEach((b, i) => {
+      rig.mem.view(b, 12).fill(0xff); // flags set, to be cleared without GUEST_CSUM
+      rig.driver.beginChain();
+      rig.driver.addSegment(b, 100, true);
+      rig.driver.commitChain(i);
+    });
+    rig.driver.publish();
+    const drops: string[] = [];
+    const ctx = { markBroken: () => {} } as unknown as NetQueueContext;
+    const rx = new RxBuffers(q, ctx, { drop: (r) => drops.push(r) }, false, 4, 4);
+    expect(rx.fill(12)).toBe(true);
+    expect([rx.pending, rx.plan.frames]).toEqual([3, 3]);
+    rx.beginRead();
+    expect(rx.chainsFor(0, 150, 3)).toBe(2);
+    rx.markUsed(0, 150, 2);
+    rx.endRead();
+    expect([rx.pending, rx.plan.frames, rx.entries.head[0]]).toEqual([1, 1, 2]);
+    const hdr = readNetHeader(new DataView(rig.mem.view(bufs[0]!, 12).slice().buffer), 0);
+    expect([hdr.numBuffers, hdr.flags]).toEqual([2, 0]);
+    q.flushUsed();
+    const used: [number, number][] = [];
+    for (let t = rig.driver.popUsed(); t >= 0; t = rig.driver.popUsed()) used.push([t, rig.driver.usedLen]);
+    expect(used).toEqual([
+      [0, 100],
+      [1, 50],
+    ]);
+    // The chain left pending goes back to the ring and is popped again.
+    rx.giveBack();
+    expect(rx.pending).toBe(0);
+    expect(rx.fill(12)).toBe(true);
+    expect([rx.pending, rx.entries.head[0], drops.length]).toEqual([1, 2, 0]);
   });
 });
 

@@ -17,9 +17,11 @@ export function unregisterIoRegion(index: number): void {
 }
 
 /**
- * A reusable I/O plan. Layout, per frame: segment count, then
- * (region, offset, length) per segment. `results` receives bytes or -errno
- * per frame.
+ * A reusable I/O plan. Layout, per frame (or group, for mergeable receive):
+ * segment count, then (region, offset, length) per segment. `results`
+ * receives bytes or -errno per frame. This class and the native side are the
+ * only places that know the layout: everyone else walks a plan through the
+ * accessors below, by plan position (`at`, where a frame's count sits).
  */
 export class IoPlan {
   readonly plan: Float64Array;
@@ -38,6 +40,44 @@ export class IoPlan {
     this.maxFrames = maxFrames;
     this.plan = new Float64Array(maxFrames + maxSegments * 3);
     this.results = new Int32Array(maxFrames);
+  }
+
+  // Accessors: one-liners over the one typed array, for the JIT to inline.
+
+  /** Plan position past the last frame planned. */
+  get end(): number {
+    return this.pos;
+  }
+
+  /** Segments of the frame at plan position `at`. */
+  segments(at: number): number {
+    return this.plan[at]!;
+  }
+
+  /** Plan position of the frame after the one at `at`. */
+  next(at: number): number {
+    return at + 1 + 3 * this.plan[at]!;
+  }
+
+  /** Plan position `frames` frames on from `at`: where a frame that ran on over that many groups ends. */
+  skip(at: number, frames: number): number {
+    for (let f = 0; f < frames; f++) at = this.next(at);
+    return at;
+  }
+
+  /** Segment `s` of the frame at `at`: its registered region. */
+  region(at: number, s: number): number {
+    return this.plan[at + 1 + 3 * s]!;
+  }
+
+  /** Segment `s` of the frame at `at`: its offset in the region. */
+  offset(at: number, s: number): number {
+    return this.plan[at + 2 + 3 * s]!;
+  }
+
+  /** Segment `s` of the frame at `at`: its length. */
+  length(at: number, s: number): number {
+    return this.plan[at + 3 + 3 * s]!;
   }
 
   reset(): void {
@@ -74,25 +114,17 @@ export class IoPlan {
     let write = 0;
     let kept = 0;
     for (let f = 0; f < this.frames; f++) {
-      const len = 1 + 3 * (p[read] ?? 0);
+      const next = this.next(read);
       if (keep[f] === 1) {
-        if (write !== read) p.copyWithin(write, read, read + len);
-        write += len;
+        if (write !== read) p.copyWithin(write, read, next);
+        write += next - read;
         kept++;
       }
-      read += len;
+      read = next;
     }
     this.pos = write;
     this.frames = kept;
     this.countPos = -1;
     return kept;
-  }
-
-  /** Drops the frame being built (for example when a chain turns out bad). */
-  abandonFrame(): void {
-    if (this.countPos < 0) return;
-    this.pos = this.countPos;
-    this.countPos = -1;
-    this.frames--;
   }
 }

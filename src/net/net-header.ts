@@ -29,26 +29,45 @@ export interface NetHeader {
   numBuffers: number;
 }
 
+/** Byte offsets of the fields in struct virtio_net_hdr (§5.1.6). */
+export const HDR_FLAGS = 0;
+export const HDR_GSO_TYPE = 1;
+export const HDR_HDR_LEN = 2;
+export const HDR_GSO_SIZE = 4;
+export const HDR_CSUM_START = 6;
+export const HDR_CSUM_OFFSET = 8;
+export const HDR_NUM_BUFFERS = 10;
+
 export function readNetHeader(dv: DataView, off: number): NetHeader {
   return {
-    flags: dv.getUint8(off),
-    gsoType: dv.getUint8(off + 1),
-    hdrLen: dv.getUint16(off + 2, true),
-    gsoSize: dv.getUint16(off + 4, true),
-    csumStart: dv.getUint16(off + 6, true),
-    csumOffset: dv.getUint16(off + 8, true),
-    numBuffers: dv.getUint16(off + 10, true),
+    flags: dv.getUint8(off + HDR_FLAGS),
+    gsoType: dv.getUint8(off + HDR_GSO_TYPE),
+    hdrLen: dv.getUint16(off + HDR_HDR_LEN, true),
+    gsoSize: dv.getUint16(off + HDR_GSO_SIZE, true),
+    csumStart: dv.getUint16(off + HDR_CSUM_START, true),
+    csumOffset: dv.getUint16(off + HDR_CSUM_OFFSET, true),
+    numBuffers: dv.getUint16(off + HDR_NUM_BUFFERS, true),
   };
 }
 
 export function writeNetHeader(dv: DataView, off: number, h: Partial<NetHeader>): void {
-  dv.setUint8(off, h.flags ?? 0);
-  dv.setUint8(off + 1, h.gsoType ?? 0);
-  dv.setUint16(off + 2, h.hdrLen ?? 0, true);
-  dv.setUint16(off + 4, h.gsoSize ?? 0, true);
-  dv.setUint16(off + 6, h.csumStart ?? 0, true);
-  dv.setUint16(off + 8, h.csumOffset ?? 0, true);
-  dv.setUint16(off + 10, h.numBuffers ?? 0, true);
+  dv.setUint8(off + HDR_FLAGS, h.flags ?? 0);
+  dv.setUint8(off + HDR_GSO_TYPE, h.gsoType ?? 0);
+  dv.setUint16(off + HDR_HDR_LEN, h.hdrLen ?? 0, true);
+  dv.setUint16(off + HDR_GSO_SIZE, h.gsoSize ?? 0, true);
+  dv.setUint16(off + HDR_CSUM_START, h.csumStart ?? 0, true);
+  dv.setUint16(off + HDR_CSUM_OFFSET, h.csumOffset ?? 0, true);
+  dv.setUint16(off + HDR_NUM_BUFFERS, h.numBuffers ?? 0, true);
+}
+
+/**
+ * A received frame's header as the guest must see it, written in place:
+ * num_buffers (§5.1.6.4: the buffers the frame took, 1 without MRG_RXBUF),
+ * and without GUEST_CSUM no flags (§5.1.6.4.1: the device sets flags to zero).
+ */
+export function setRxHeader(dv: DataView, off: number, numBuffers: number, guestCsum: boolean): void {
+  dv.setUint16(off + HDR_NUM_BUFFERS, numBuffers, true);
+  if (!guestCsum) dv.setUint8(off + HDR_FLAGS, 0);
 }
 
 /** Why a transmitted header was refused (0: fine). Names double as drop reasons. */

@@ -2,6 +2,7 @@
 // looking: a trace event per TAP read or write and per drop, and the frame
 // itself into a capture. The queues hold null here unless tracing or capture
 // is on, and test that one field per batch.
+import type { IoPlan } from '../host/io-plan.js';
 import type { PcapWriter } from './pcap.js';
 import type { Tracer } from '../trace/trace.js';
 
@@ -15,12 +16,12 @@ export class FrameObserver {
   }
 
   /**
-   * A frame sent (outbound) or received, whose segments start at `at` in
-   * `plan` (an IoPlan's layout) and may run on into following entries (a
-   * merged frame). `bytes` is what the TAP took or gave (header included),
+   * A frame sent (outbound) or received, whose segments start at plan
+   * position `at` and may run on into the following frames of the plan (a
+   * merged frame's groups). `bytes` is what the TAP took or gave (header included),
    * or -errno for a failed write; `buffers` the chains a received frame filled.
    */
-  frame(outbound: boolean, queue: number, plan: Float64Array, at: number, bytes: number, buffers: number): void {
+  frame(outbound: boolean, queue: number, plan: IoPlan, at: number, bytes: number, buffers: number): void {
     const t = this.tracer;
     if (t !== null) {
       if (outbound) t.emit({ type: 'tap_write', queue, bytes: bytes < 0 ? 0 : bytes, result: bytes });

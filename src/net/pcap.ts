@@ -6,6 +6,7 @@ import { closeSync, openSync, write, writeSync } from 'node:fs';
 
 import { NET_HDR_SIZE, VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM } from './constants.js';
 import { native } from '../host/binding.js';
+import type { IoPlan } from '../host/io-plan.js';
 
 const BLOCK_SHB = 0x0a0d0d0a;
 const BLOCK_IDB = 1;
@@ -90,7 +91,7 @@ export class PcapWriter {
   private lastQueue = -1;
   private lastOption = new Uint8Array(0);
   // Frames added and not yet copied (see add): one native copy per batch.
-  private plan: Float64Array | null = null;
+  private plan: IoPlan | null = null;
   private pending = 0;
   private readonly jobAt = new Float64Array(BATCH);
   private readonly jobOut = new Uint8Array(BATCH);
@@ -127,50 +128,12 @@ export class PcapWriter {
   }
 
   /**
-   * Room for one frame of up to `len` bytes (virtio_net_hdr included): copy
-   * the header and frame to `bytes` at the offset returned, then call
-   * commit(). Returns -1 when closed.
-   */
-  reserve(len: number): number {
-    if (this.closed) return -1;
-    this.copyPending(); // frames added earlier go first
-    const need = 28 + pad4(Math.min(len, MAX_BLOCK)) + 320;
-    if (this.pos + need > CHUNK) this.submit();
-    // The header lands over the block's time and length fields, which commit() fills after reading it.
-    return this.pos + 28 - NET_HDR_SIZE;
-  }
-
-  /** The most of a frame (header included) one record holds; longer frames are cut and counted. */
-  static readonly MAX_FRAME = MAX_BLOCK - 320 + NET_HDR_SIZE;
-
-  /** The buffer reserve() points into. */
-  get bytes(): Buffer {
-    return this.cur.bytes;
-  }
-
-  /** Records the frame copied at reserve()'s offset: `len` bytes, header first. */
-  commit(outbound: boolean, queue: number, len: number): void {
-    const option = this.commentOption(outbound, queue, this.cur.bytes, this.pos + 28 - NET_HDR_SIZE);
-    const original = len - NET_HDR_SIZE;
-    this.frame_(outbound, option, Math.min(original, MAX_BLOCK - 320), original);
-  }
-
-  /** One frame from a buffer: `data[at, at + len)` is its virtio_net_hdr, then the frame. */
-  frame(outbound: boolean, queue: number, data: Uint8Array, at: number, len: number): void {
-    const o = this.reserve(len);
-    if (o < 0 || len < NET_HDR_SIZE) return;
-    const n = Math.min(len, PcapWriter.MAX_FRAME);
-    this.cur.bytes.set(data.subarray(at, at + n), o);
-    this.commit(outbound, queue, len);
-  }
-
-  /**
-   * One frame whose segments start at `at` in `plan` (an IoPlan's layout;
-   * a merged frame runs on into the following entries): `len` bytes, its
+   * One frame whose segments start at plan position `at` (a merged frame
+   * runs on into the plan's following groups): `len` bytes, its
    * virtio_net_hdr first. The bytes are copied at the next copyPending(),
    * which the caller must call before the guest may reuse the buffers.
    */
-  add(outbound: boolean, queue: number, plan: Float64Array, at: number, len: number): void {
+  add(outbound: boolean, queue: number, plan: IoPlan, at: number, len: number): void {
     if (this.closed || len < NET_HDR_SIZE) return;
     if (this.pending > 0 && (plan !== this.plan || this.pending === BATCH)) this.copyPending();
     const k = this.pending++;
@@ -195,7 +158,7 @@ export class PcapWriter {
       jobs[4 * k + 2] = NET_HDR_SIZE;
       jobs[4 * k + 3] = NET_HDR_SIZE * k;
     }
-    if (native().gatherFrames(plan, jobs, n, this.heads) !== n) return;
+    if (native().gatherFrames(plan.plan, jobs, n, this.heads) !== n) return;
     // Then lay out the records and copy the frames into them, chunk by chunk.
     let first = 0;
     for (let k = 0; k < n; k++) {
@@ -211,18 +174,18 @@ export class PcapWriter {
       jobs[4 * k + 1] = NET_HDR_SIZE;
       jobs[4 * k + 2] = frameLen;
       jobs[4 * k + 3] = this.pos + 28;
-      this.frame_(this.jobOut[k] === 1, option, frameLen, this.jobLen[k]! - NET_HDR_SIZE);
+      this.record(this.jobOut[k] === 1, option, frameLen, this.jobLen[k]! - NET_HDR_SIZE);
     }
     this.copyFrames(plan, first, n);
   }
 
-  private copyFrames(plan: Float64Array, from: number, to: number): void {
+  private copyFrames(plan: IoPlan, from: number, to: number): void {
     if (to <= from) return;
-    native().gatherFrames(plan, from === 0 ? this.jobs : this.jobs.subarray(4 * from), to - from, this.cur.bytes);
+    native().gatherFrames(plan.plan, from === 0 ? this.jobs : this.jobs.subarray(4 * from), to - from, this.cur.bytes);
   }
 
   // Writes one record's framing (all but the frame's bytes) at pos and moves pos past it.
-  private frame_(outbound: boolean, option: Uint8Array, frameLen: number, original: number): void {
+  private record(outbound: boolean, option: Uint8Array, frameLen: number, original: number): void {
     const b = this.cur.bytes;
     const w = this.cur.words;
     const p = this.pos;

@@ -18,7 +18,7 @@ import { DescriptorChain, Pop } from '../virtio/descriptor-chain.js';
 import type { DeviceQueue } from '../virtio/queue.js';
 import { NET_HDR_SIZE } from './constants.js';
 import type { DropReason } from './metrics.js';
-import { checkTxHeader, TxHeaderFault } from './net-header.js';
+import { checkTxHeader, HDR_CSUM_OFFSET, HDR_CSUM_START, HDR_FLAGS, HDR_GSO_TYPE, TxHeaderFault } from './net-header.js';
 import { BatchEntries } from './batch-entries.js';
 import { regionViews, type NetQueueContext } from './queue-context.js';
 import type { RateLimiter } from './rate-limiter.js';
@@ -160,9 +160,9 @@ export class TxQueue {
     const m = this.ctx.metrics;
     const res = this.plan.results;
     const e = this.e;
-    const p = this.plan.plan;
+    const plan = this.plan;
     let at = 0; // plan position of the next planned frame
-    if (this.observer !== null) this.observer.batch(); // trace-hook
+    if (this.observer !== null) this.observer.batch();
     for (let i = 0; i < n; i++) {
       const f = e.frame[i]!;
       if (f < 0) {
@@ -171,7 +171,7 @@ export class TxQueue {
         continue;
       }
       const start = at;
-      at += 1 + 3 * p[at]!;
+      at = plan.next(at);
       const r = f < done ? res[f]! : NEG_EAGAIN;
       if (r === NEG_EAGAIN) {
         // The TAP's queue is full: un-pop this chain and every one after it.
@@ -181,7 +181,7 @@ export class TxQueue {
         this.ctx.updateWatch();
         return i;
       }
-      if (this.observer !== null) this.observer.frame(true, this.index, p, start, r, 1); // trace-hook
+      if (this.observer !== null) this.observer.frame(true, this.index, plan, start, r, 1);
       if (r >= 0) {
         m.txPackets++;
         m.txBytes += r;
@@ -198,11 +198,11 @@ export class TxQueue {
 
   private drop(reason: DropReason): void {
     this.ctx.metrics.drops[reason]++;
-    if (this.observer !== null) this.observer.drop(this.index, reason); // trace-hook
+    if (this.observer !== null) this.observer.drop(this.index, reason);
   }
 
   private complete(count: number): void {
-    if (this.observer !== null) this.observer.flush(); // trace-hook
+    if (this.observer !== null) this.observer.flush();
     if (count === 0) return;
     if (this.q.flushUsed()) this.ctx.interrupt(this.index);
   }
@@ -243,10 +243,10 @@ export class TxQueue {
     }
     return checkTxHeader(
       this.ctx.features,
-      dv.getUint8(off),
-      dv.getUint8(off + 1),
-      dv.getUint16(off + 6, true),
-      dv.getUint16(off + 8, true),
+      dv.getUint8(off + HDR_FLAGS),
+      dv.getUint8(off + HDR_GSO_TYPE),
+      dv.getUint16(off + HDR_CSUM_START, true),
+      dv.getUint16(off + HDR_CSUM_OFFSET, true),
       c.readableBytes - NET_HDR_SIZE,
     );
   }
