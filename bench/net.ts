@@ -5,139 +5,38 @@
 //             the driver negotiates as a Linux guest does (no VIRTIO_F_IN_ORDER)
 //   super-frames: 64000-byte UDP (USO) super-frames both ways, vs C with IFF_VNET_HDR
 // plus CPU time per frame, and resident memory over a soak run.
+// With a baseline build, the same device cases run for this build and for the
+// baseline instead (a process per run, interleaved), without the C loops and
+// the soak.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 
-import { NetDriver } from '../src/driver/net-driver.js';
-import { NetDevice, type NetDeviceOptions } from '../src/net/device.js';
-import { writeNetHeader } from '../src/net/net-header.js';
-import type { NetFeatureSwitches } from '../src/net/features.js';
-import { Tap } from '../src/tap/tap.js';
-import { parseIpv4 as ip, parseMac } from '../src/util/addr.js';
+import * as virtioTap from '../src/index.js';
+import { parseIpv4 as ip, parseMac, Tap, writeNetHeader } from '../src/index.js';
 import { buildUdp } from '../src/util/packet.js';
 import { rate, runC, startSink, type LoopResult, type Sink } from './lib/c-loop.js';
 import { median, row, type Row } from './lib/report.js';
+import { againstBaseline, chosen, comparedRow, type Side } from './lib/side.js';
+import { BENCH_TAP as NAME, cpuPerFrameUs, gbps, GUEST_MAC, runJob, startDevice, type Job, type Measured } from './lib/workloads.js';
 
-const NAME = 'vtnbench0';
 const HOST = '198.18.10.1';
 const GUEST = '198.18.10.2';
-const GUEST_MAC = '02:00:00:00:0a:02';
-const BATCH = 64;
 
 export interface NetBenchOptions {
   seconds: number;
   reps: number;
   soak: number;
   progress: (m: string) => void;
-}
-
-export interface Measured {
-  frames: number;
-  bytes: number;
-  seconds: number;
-  cpu: number;
+  /** Set: compare the device cases with this build instead of with the C loops. */
+  baseline?: Side;
+  /** Only the cases whose name contains one of these. */
+  only?: string[];
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const yieldLoop = () => new Promise((r) => setImmediate(r));
-
-/**
- * The classes a bench run uses: virtio-tap's own, or the same code built
- * another way (the observe suite's copy without trace hooks).
- */
-export interface DeviceLib {
-  NetDevice: typeof NetDevice;
-  NetDriver: typeof NetDriver;
-}
-
-export const OWN_LIB: DeviceLib = { NetDevice, NetDriver };
-
-/** Device options a run adds (a capture, a tracer). */
-export type DeviceExtras = Pick<NetDeviceOptions, 'trace' | 'capture'>;
-
-function startDevice(features: NetFeatureSwitches, receive: boolean, lib: DeviceLib = OWN_LIB, extras: DeviceExtras = {}) {
-  const tap = Tap.attach(NAME, { vnetHdr: true });
-  let driver!: NetDriver;
-  const dev = new lib.NetDevice({ tap, mac: GUEST_MAC, features, interrupt: receive ? (k, q) => driver.interrupt(k, q) : () => {}, ...extras });
-  driver = new lib.NetDriver(dev, { copyFrames: false, queueSize: 256 });
-  driver.start();
-  return {
-    tap,
-    dev,
-    driver,
-    close() {
-      dev.close();
-      tap.close();
-    },
-  };
-}
-
-/** Transmit: chains over pre-written buffers, 64 per kick, as a guest with xmit_more would. */
-export async function tsTransmit(hdrAndFrame: Uint8Array, seconds: number, lib: DeviceLib = OWN_LIB, extras: DeviceExtras = {}): Promise<Measured> {
-  const d = startDevice({}, false, lib, extras);
-  const txq = d.driver.txQueue(0);
-  const bufs: number[] = [];
-  for (let k = 0; k < 128; k++) {
-    const a = d.driver.allocate(hdrAndFrame.length);
-    d.driver.mem.write(a, hdrAndFrame);
-    bufs.push(a);
-  }
-  const len = hdrAndFrame.length - 12;
-  const m = d.dev.metrics;
-  const cpu0 = process.cpuUsage();
-  const t0 = performance.now();
-  const end = t0 + seconds * 1000;
-  let k = 0;
-  let now = t0;
-  let rounds = 0;
-  while (now < end) {
-    for (let b = 0; b < BATCH && txq.numFree >= 2; b++) {
-      const a = bufs[k]!;
-      k = (k + 1) & 127;
-      txq.beginChain();
-      txq.addSegment(a, 12, false);
-      txq.addSegment(a + 12, len, false);
-      txq.commitChain(k);
-    }
-    txq.publish(); // the kick: the device writes the batch before this returns
-    while (txq.popUsed() >= 0);
-    if ((++rounds & 63) === 0) await yieldLoop(); // writable events, if the TAP ever fills
-    now = performance.now();
-  }
-  const cpu = process.cpuUsage(cpu0);
-  const r = { frames: m.txPackets, bytes: m.txBytes - 12 * m.txPackets, seconds: (now - t0) / 1000, cpu: (cpu.user + cpu.system) / 1e6 };
-  if (m.dropped !== 0) throw new Error(`transmit bench dropped ${m.dropped} frames: ${JSON.stringify(m.drops)}`);
-  d.close();
-  return r;
-}
-
-/** Receive: the device reads on readiness events, the driver reaps on interrupts. */
-export async function tsReceive(
-  seconds: number,
-  features: NetFeatureSwitches,
-  sender: () => Promise<LoopResult>,
-  lib: DeviceLib = OWN_LIB,
-  extras: DeviceExtras = {},
-): Promise<Measured> {
-  const d = startDevice(features, true, lib, extras);
-  const m = d.dev.metrics;
-  const sending = sender();
-  await sleep(100); // let the sender get going
-  const f0 = m.rxPackets;
-  const b0 = m.rxBytes;
-  const cpu0 = process.cpuUsage();
-  const t0 = performance.now();
-  await sleep(seconds * 1000);
-  const cpu = process.cpuUsage(cpu0);
-  const frames = m.rxPackets - f0;
-  const r = { frames, bytes: m.rxBytes - b0 - 12 * frames, seconds: (performance.now() - t0) / 1000, cpu: (cpu.user + cpu.system) / 1e6 };
-  if (frames < 1000) console.error(`receive moved ${frames} frames: ${JSON.stringify(m.snapshot())}`);
-  await sending;
-  d.close();
-  return r;
-}
 
 async function cReceive(mode: 'read' | 'read-vnet', seconds: number, sender: () => Promise<LoopResult>): Promise<Measured> {
   const sending = sender();
@@ -145,14 +44,6 @@ async function cReceive(mode: 'read' | 'read-vnet', seconds: number, sender: () 
   const r = await runC([mode, NAME, String(seconds)]);
   await sending;
   return { frames: r.frames, bytes: r.bytes - (mode === 'read-vnet' ? 12 * r.frames : 0), seconds: r.seconds, cpu: r.cpu };
-}
-
-function gbps(m: Measured): number {
-  return (m.bytes * 8) / m.seconds / 1e9;
-}
-
-function cpuPerFrameUs(m: Measured): number {
-  return m.frames > 0 ? (m.cpu / m.frames) * 1e6 : 0;
 }
 
 interface Pair {
@@ -180,8 +71,8 @@ export interface BenchTap {
   file: (name: string, bytes: Uint8Array) => string;
   /** A UDP frame from the guest to the sink (outbound) or from the host to the guest (inbound), `size` bytes in all. */
   udpFrame: (size: number, inbound: boolean) => Uint8Array;
-  /** The C sender writing `frame` into the TAP from the host side for `seconds`. */
-  sender: (frame: Uint8Array, seconds: number) => () => Promise<LoopResult>;
+  /** tap_loop's arguments for writing `frame` into the TAP from the host side for `seconds` (and a little more). */
+  sendArgs: (frame: Uint8Array, seconds: number) => string[];
 }
 
 /** Makes the bench TAP (persistent, host address, a UDP sink), runs `body`, removes it all. */
@@ -207,11 +98,8 @@ export async function withBenchTap<T>(body: (t: BenchTap) => Promise<T>): Promis
         ? buildUdp({ srcMac: parseMac(hostMac), dstMac: parseMac(GUEST_MAC), src: ip(HOST), dst: ip(GUEST), srcPort: 1, dstPort: 2, data: new Uint8Array(size - 42).fill(0xa5) })
         : buildUdp({ srcMac: parseMac(GUEST_MAC), dstMac: parseMac(hostMac), src: ip(GUEST), dst: ip(HOST), srcPort: 9999, dstPort: port, data: new Uint8Array(size - 42).fill(0x5a) });
     let senders = 0;
-    const sender = (frame: Uint8Array, seconds: number) => {
-      const f = file(`send-${senders++}.bin`, frame);
-      return () => runC(['send', NAME, f, String(seconds + 0.6)]);
-    };
-    return await body({ hostMac, port, dir, file, udpFrame, sender });
+    const sendArgs = (frame: Uint8Array, seconds: number) => ['send', NAME, file(`send-${senders++}.bin`, frame), String(seconds + 0.6)];
+    return await body({ hostMac, port, dir, file, udpFrame, sendArgs });
   } finally {
     sink?.stop();
     try {
@@ -225,68 +113,98 @@ export async function withBenchTap<T>(body: (t: BenchTap) => Promise<T>): Promis
   }
 }
 
+/** A device case: the job the device side runs, and the C loop it is set beside. */
+interface NetCase {
+  name: string;
+  metric: 'frames' | 'gbps';
+  job: Job & { kind: 'transmit' | 'receive' };
+  cName: string;
+  c: () => Promise<Measured>;
+}
+
+function netCases(t: BenchTap, seconds: number): NetCase[] {
+  const cases: NetCase[] = [];
+  const hdr = (h: Parameters<typeof writeNetHeader>[2]) => {
+    const b = new Uint8Array(12);
+    writeNetHeader(new DataView(b.buffer), 0, h);
+    return b;
+  };
+  const cat = (a: Uint8Array, b: Uint8Array) => {
+    const out = new Uint8Array(a.length + b.length);
+    out.set(a);
+    out.set(b, a.length);
+    return out;
+  };
+  for (const size of [64, 1500]) {
+    const frame = t.udpFrame(size, false);
+    const plain = t.file(`tx-${size}.bin`, frame);
+    cases.push({
+      name: `transmit ${size} B`,
+      metric: 'frames',
+      job: { kind: 'transmit', frameFile: t.file(`tx-${size}-hdr.bin`, cat(new Uint8Array(12), frame)), seconds },
+      cName: 'C write() loop',
+      c: () => runC(['write', NAME, plain, String(seconds)]),
+    });
+    // Frames to the guest's MAC, sent into the TAP from the host side.
+    const sender = t.sendArgs(t.udpFrame(size, true), seconds);
+    for (const mrg of [true, false]) {
+      cases.push({
+        name: `receive ${size} B, MRG_RXBUF ${mrg ? 'on' : 'off'}`,
+        metric: 'frames',
+        job: { kind: 'receive', seconds, features: { MRG_RXBUF: mrg, IN_ORDER: false }, sender },
+        cName: 'C read() loop',
+        c: () => cReceive('read', seconds, () => runC(sender)),
+      });
+    }
+  }
+  // 64000-byte UDP super-frames (USO), both ways.
+  const superFrame = buildUdp({ srcMac: parseMac(GUEST_MAC), dstMac: parseMac(t.hostMac), src: ip(GUEST), dst: ip(HOST), srcPort: 9999, dstPort: t.port, data: new Uint8Array(64000).fill(0x5a), checksum: 'partial' });
+  const usoHdr = hdr({ flags: 1, gsoType: 5, gsoSize: 1472, hdrLen: 42, csumStart: 34, csumOffset: 6 });
+  const superFile = t.file('tx-super.bin', cat(usoHdr, superFrame));
+  cases.push({
+    name: 'transmit 64 KB USO super-frames',
+    metric: 'gbps',
+    job: { kind: 'transmit', frameFile: superFile, seconds },
+    cName: 'C write() loop, vnet header',
+    c: async () => {
+      const r = await runC(['write-vnet', NAME, superFile, String(seconds)]);
+      return { ...r, bytes: r.bytes - 12 * r.frames };
+    },
+  });
+  const usend = ['usend', GUEST, '9', String(seconds + 0.6)];
+  cases.push({
+    name: 'receive 64 KB USO super-frames',
+    metric: 'gbps',
+    job: { kind: 'receive', seconds, features: { IN_ORDER: false }, sender: usend },
+    cName: 'C read() loop, vnet header',
+    c: () => cReceive('read-vnet', seconds, () => runC(usend)),
+  });
+  return cases;
+}
+
 export async function runNetBench(o: NetBenchOptions): Promise<Row[]> {
-  return withBenchTap(async ({ hostMac, port, file, udpFrame, sender: makeSender }) => {
+  return withBenchTap(async (t) => {
     const rows: Row[] = [];
-    const hdr = (h: Parameters<typeof writeNetHeader>[2]) => {
-      const b = new Uint8Array(12);
-      writeNetHeader(new DataView(b.buffer), 0, h);
-      return b;
-    };
-    const cat = (a: Uint8Array, b: Uint8Array) => {
-      const out = new Uint8Array(a.length + b.length);
-      out.set(a);
-      out.set(b, a.length);
-      return out;
-    };
-
-    for (const size of [64, 1500]) {
-      const frame = udpFrame(size, false);
-      const plain = file(`tx-${size}.bin`, frame);
-      const tx: Pair = { ts: [], c: [] };
+    for (const k of netCases(t, o.seconds)) {
+      if (!chosen(k.name, o.only)) continue;
+      const step = (rep: number) => o.progress(`net ${k.name}: run ${rep + 1}/${o.reps}`);
+      if (o.baseline !== undefined) {
+        const [mine, base] = await againstBaseline(o.baseline, k.job, o.reps, step);
+        const both = (f: (m: Measured) => number) => [mine.map(f), { name: 'baseline', values: base.map(f) }] as const;
+        const [tput, unit] = k.metric === 'frames' ? [rate, 'frames/s'] : [gbps, 'Gbit/s'];
+        rows.push(comparedRow(k.name, `throughput (best of ${o.reps})`, unit, ...both(tput), 'max'));
+        rows.push(comparedRow(k.name, `CPU per frame (least of ${o.reps})`, 'µs', ...both(cpuPerFrameUs), 'min'));
+        continue;
+      }
+      const p: Pair = { ts: [], c: [] };
       for (let rep = 0; rep < o.reps; rep++) {
-        o.progress(`net transmit ${size} B: run ${rep + 1}/${o.reps}`);
-        const c = await runC(['write', NAME, plain, String(o.seconds)]);
-        tx.c.push({ ...c });
-        tx.ts.push(await tsTransmit(cat(new Uint8Array(12), frame), o.seconds));
+        step(rep);
+        p.c.push(await k.c());
+        p.ts.push(await runJob(virtioTap, k.job));
       }
-      rows.push(...rowsFor(`transmit ${size} B`, tx, 'frames', 'C write() loop'));
-
-      // Frames to the guest's MAC, sent into the TAP from the host side.
-      const sender = makeSender(udpFrame(size, true), o.seconds);
-      for (const mrg of [true, false]) {
-        const rx: Pair = { ts: [], c: [] };
-        for (let rep = 0; rep < o.reps; rep++) {
-          o.progress(`net receive ${size} B, MRG_RXBUF ${mrg ? 'on' : 'off'}: run ${rep + 1}/${o.reps}`);
-          rx.c.push(await cReceive('read', o.seconds, sender));
-          rx.ts.push(await tsReceive(o.seconds, { MRG_RXBUF: mrg, IN_ORDER: false }, sender));
-        }
-        rows.push(...rowsFor(`receive ${size} B, MRG_RXBUF ${mrg ? 'on' : 'off'}`, rx, 'frames', 'C read() loop'));
-      }
+      rows.push(...rowsFor(k.name, p, k.metric, k.cName));
     }
-
-    // 64000-byte UDP super-frames (USO), both ways.
-    const superFrame = buildUdp({ srcMac: parseMac(GUEST_MAC), dstMac: parseMac(hostMac), src: ip(GUEST), dst: ip(HOST), srcPort: 9999, dstPort: port, data: new Uint8Array(64000).fill(0x5a), checksum: 'partial' });
-    const usoHdr = hdr({ flags: 1, gsoType: 5, gsoSize: 1472, hdrLen: 42, csumStart: 34, csumOffset: 6 });
-    const superFile = file('tx-super.bin', cat(usoHdr, superFrame));
-    const stx: Pair = { ts: [], c: [] };
-    for (let rep = 0; rep < o.reps; rep++) {
-      o.progress(`net transmit 64000 B USO super-frames: run ${rep + 1}/${o.reps}`);
-      stx.c.push({ ...(await runC(['write-vnet', NAME, superFile, String(o.seconds)])) });
-      stx.c[stx.c.length - 1]!.bytes -= 12 * stx.c[stx.c.length - 1]!.frames;
-      stx.ts.push(await tsTransmit(cat(usoHdr, superFrame), o.seconds));
-    }
-    rows.push(...rowsFor('transmit 64 KB USO super-frames', stx, 'gbps', 'C write() loop, vnet header'));
-    const usend = () => runC(['usend', GUEST, '9', String(o.seconds + 0.6)]);
-    const srx: Pair = { ts: [], c: [] };
-    for (let rep = 0; rep < o.reps; rep++) {
-      o.progress(`net receive 64000 B USO super-frames: run ${rep + 1}/${o.reps}`);
-      srx.c.push(await cReceive('read-vnet', o.seconds, usend));
-      srx.ts.push(await tsReceive(o.seconds, { IN_ORDER: false }, usend));
-    }
-    rows.push(...rowsFor('receive 64 KB USO super-frames', srx, 'gbps', 'C read() loop, vnet header'));
-
-    rows.push(...(await soak(o, hostMac, port, file)));
+    if (o.baseline === undefined && chosen('soak', o.only)) rows.push(...(await soak(o, t.hostMac, t.port, t.file)));
     return rows;
   });
 }
@@ -294,7 +212,7 @@ export async function runNetBench(o: NetBenchOptions): Promise<Row[]> {
 /** Resident memory over a run with traffic both ways: growth after a warm-up must stay under 5 MB. */
 async function soak(o: NetBenchOptions, hostMac: string, port: number, file: (n: string, b: Uint8Array) => string): Promise<Row[]> {
   o.progress(`net soak: ${o.soak} s of traffic both ways, resident memory sampled every second`);
-  const d = startDevice({}, true);
+  const d = startDevice(virtioTap, {}, true);
   const inbound = buildUdp({ srcMac: parseMac(hostMac), dstMac: parseMac(GUEST_MAC), src: ip(HOST), dst: ip(GUEST), srcPort: 1, dstPort: 2, data: new Uint8Array(1458) });
   const sender = runC(['send', NAME, file('soak.bin', inbound), String(o.soak)]);
   const frame = buildUdp({ srcMac: parseMac(GUEST_MAC), dstMac: parseMac(hostMac), src: ip(GUEST), dst: ip(HOST), srcPort: 1, dstPort: port, data: new Uint8Array(1458) });

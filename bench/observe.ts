@@ -1,169 +1,77 @@
 // `npm run bench -- observe`: what tracing and capture cost.
-//   off vs a build without them: src/ copied with every line marked
-//   `// trace-hook` removed, run side by side with virtio-tap as it ships
-//   (the virtqueue alone, and transmit on a TAP). Target: within 2 %.
 //   capture on vs off: transmit and receive on a TAP, writing pcapng to a
-//   file. Target: at least 0.8 x. Tracing on (JSON lines to a file) is shown too.
-import { spawnSync } from 'node:child_process';
-import { cpSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+//   file (target: at least 0.8 x), and to /dev/null, which leaves the file
+//   system out. Tracing on (JSON lines to a file) vs off is shown too.
+//   With `--baseline DIR`: tracing and capture off, this build vs the
+//   baseline build, for the virtqueue alone and for transmit on a TAP
+//   (target: within 2 % of the baseline), instead of the rows above.
+// Every run is a process of its own, the two sides' runs interleaved: in one
+// process, each side's JIT state is shaped by the other's runs (a device that
+// has captured is slower without capture afterwards).
+import { join } from 'node:path';
 
-import { makeQueueRig } from '../src/driver/rig.js';
-import { PcapWriter } from '../src/net/pcap.js';
-import { TraceSink } from '../src/trace/sink.js';
-import { Pop } from '../src/virtio/descriptor-chain.js';
-import type { DeviceQueue, QueueAddresses, QueueFeatures } from '../src/virtio/queue.js';
-import type { GuestMemory } from '../src/virtio/guest-memory.js';
 import { rate } from './lib/c-loop.js';
-import { row, type Row } from './lib/report.js';
-import { OWN_LIB, tsReceive, tsTransmit, withBenchTap, type DeviceExtras, type DeviceLib, type Measured } from './net.js';
+import type { Row } from './lib/report.js';
+import { chosen, comparedRow, interleave, THIS_TREE, type Observe, type Side } from './lib/side.js';
+import type { Job, Measured } from './lib/workloads.js';
+import { withBenchTap } from './net.js';
 
-const root = resolve(import.meta.dirname, '..');
-const HOOK = '// trace-hook';
-
-/** Copies src/ without its trace hooks; returns the copy's root and how many lines went. */
-export function buildWithoutHooks(): { dir: string; removed: number } {
-  const dir = join(root, 'bench', '.build', 'no-trace');
-  rmSync(dir, { recursive: true, force: true });
-  cpSync(join(root, 'src'), join(dir, 'src'), { recursive: true });
-  let removed = 0;
-  const walk = (d: string) => {
-    for (const name of readdirSync(d)) {
-      const p = join(d, name);
-      if (statSync(p).isDirectory()) walk(p);
-      else if (p.endsWith('.ts')) {
-        const lines = readFileSync(p, 'utf8').split('\n');
-        const kept = lines.filter((l) => !l.includes(HOOK));
-        removed += lines.length - kept.length;
-        writeFileSync(p, kept.join('\n'));
-      }
-    }
-  };
-  walk(join(dir, 'src'));
-  return { dir, removed };
+export interface ObserveBenchOptions {
+  seconds: number;
+  reps: number;
+  chains: number;
+  progress: (m: string) => void;
+  /** Set: only tracing and capture off, this build vs that one. */
+  baseline?: Side;
+  /** Only the cases whose name contains one of these. */
+  only?: string[];
 }
 
-export type QueueClass = new (mem: GuestMemory, a: QueueAddresses, f: QueueFeatures) => DeviceQueue;
-
-/** Chains per second through one split queue (1 descriptor each, batches of 32). */
-export function ringRate(Split: QueueClass, chains: number): number {
-  const rig = makeQueueRig({ layout: 'split', size: 256, eventIdx: true });
-  const q = new Split(rig.mem, rig.addresses, rig.features);
-  const chain = q.newChain();
-  const d = rig.driver;
-  const buf = rig.alloc.alloc(4096);
-  const round = () => {
-    for (let i = 0; i < 32; i++) {
-      d.beginChain();
-      d.addSegment(buf, 1500, false);
-      d.commitChain(i);
-    }
-    d.publish();
-    while (q.popChain(chain) === Pop.CHAIN) q.addUsed(chain.head, 0, chain.ringSlots);
-    q.flushUsed();
-    while (d.popUsed() >= 0);
-  };
-  for (let i = 0; i < 20_000; i++) round();
-  const rounds = Math.ceil(chains / 32);
-  const t0 = process.hrtime.bigint();
-  for (let i = 0; i < rounds; i++) round();
-  return (rounds * 32) / (Number(process.hrtime.bigint() - t0) / 1e9);
-}
-
-/** Best of `reps` alternating runs of a and b: noise only slows a CPU-bound loop down. */
-async function sideBySide(reps: number, a: () => Promise<number>, b: () => Promise<number>): Promise<[number, number]> {
-  let bestA = 0;
-  let bestB = 0;
-  for (let r = 0; r < reps; r++) {
-    if (r % 2 === 0) {
-      bestA = Math.max(bestA, await a());
-      bestB = Math.max(bestB, await b());
-    } else {
-      bestB = Math.max(bestB, await b());
-      bestA = Math.max(bestA, await a());
-    }
-  }
-  return [bestA, bestB];
-}
-
-export async function runObserveBench(o: { seconds: number; reps: number; chains: number; progress: (m: string) => void }): Promise<Row[]> {
+export async function runObserveBench(o: ObserveBenchOptions): Promise<Row[]> {
   const rows: Row[] = [];
   // Best of at least 5 (7 where the margin is 2 %): finer than this machine's run-to-run noise.
   const reps = Math.max(5, o.reps);
   const offReps = Math.max(7, o.reps);
-  const { dir, removed } = buildWithoutHooks();
-  if (removed < 20) throw new Error(`the build without trace hooks removed only ${removed} lines: are the hooks still marked "${HOOK}"?`);
 
   await withBenchTap(async (t) => {
     const hdr = new Uint8Array(12);
-    const frame64 = new Uint8Array([...hdr, ...t.udpFrame(64, false)]);
-    const frame1500 = new Uint8Array([...hdr, ...t.udpFrame(1500, false)]);
-    const tx = (frame: Uint8Array, lib: DeviceLib, extras: DeviceExtras = {}) => async () => rate(await tsTransmit(frame, o.seconds, lib, extras));
-    // Each run in a fresh process: in one process, each copy's JIT state is
-    // shaped by the other's runs, which biased these comparisons.
-    const ringChains = Math.min(o.chains, 5_000_000);
-    const frameFile = t.file('observe-64.bin', frame64);
-    const child = (mode: 'transmit' | 'ring', bareRoot: string | null) => async () => {
-      const r = spawnSync(process.execPath, [...process.execArgv, join(root, 'bench', 'observe-child.ts')], {
-        env: { ...process.env, VT_OBSERVE_CHILD: JSON.stringify({ mode, frameFile, seconds: o.seconds, chains: ringChains, bare: bareRoot }) },
-        encoding: 'utf8',
-        timeout: (o.seconds + 30) * 1000,
-      });
-      if (r.status !== 0) throw new Error(`observe child failed: ${r.stderr}`);
-      return (JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { rate: number }).rate;
-    };
-    o.progress(`observe: transmit 64 B on a TAP, hooks vs none, best of ${offReps}, a process each`);
-    const [txOn, txBare] = await sideBySide(offReps, child('transmit', null), child('transmit', dir));
-    rows.push(row('tracing and capture off: transmit 64 B', 'throughput', txOn, 'frames/s', { name: 'a build without them', value: txBare }, { min: 0.98 }));
+    const txJob = (size: number, seconds = o.seconds): Job => ({ kind: 'transmit', frameFile: t.file(`observe-${size}.bin`, new Uint8Array([...hdr, ...t.udpFrame(size, false)])), seconds });
+    const rxJob: Job = { kind: 'receive', seconds: o.seconds, features: { IN_ORDER: false }, sender: t.sendArgs(t.udpFrame(1500, true), o.seconds) };
 
-    o.progress(`observe: virtqueue, hooks vs none, best of ${offReps}, a process each`);
-    const [withHooks, without] = await sideBySide(offReps, child('ring', null), child('ring', dir));
-    rows.push(row('tracing and capture off: virtqueue, split, 1 descriptor', 'throughput', withHooks, 'chains/s', { name: `a build without them (${removed} lines removed)`, value: without }, { min: 0.98 }));
+    /** One row: `job` with `on` beside `job` with `off` (this tree), or beside the baseline. */
+    const compare = async (c: string, job: Job, unit: string, n: number, on: Observe, off: { name: string; side: Side; observe?: Observe }, target?: { min: number }) => {
+      if (!chosen(c, o.only)) return;
+      const [a, b] = await interleave(
+        [
+          { side: THIS_TREE, job, observe: on },
+          { side: off.side, job, observe: off.observe ?? {} },
+        ],
+        n,
+        (rep) => o.progress(`observe: ${c} vs ${off.name}, run ${rep + 1}/${n}, a process each`),
+      );
+      const value = job.kind === 'ring' ? (r: unknown) => o.chains / (r as { seconds: number }).seconds : (r: unknown) => rate(r as Measured);
+      rows.push(comparedRow(c, `throughput (best of ${n})`, unit, a!.map(value), { name: off.name, values: b!.map(value) }, 'max', target));
+    };
+
+    if (o.baseline !== undefined) {
+      const off = { name: 'baseline', side: o.baseline };
+      await compare('tracing and capture off: transmit 64 B', txJob(64), 'frames/s', offReps, {}, off, { min: 0.98 });
+      const ring: Job = { kind: 'ring', layout: 'split', descs: 1, chains: Math.min(o.chains, 5_000_000) };
+      await compare('tracing and capture off: virtqueue, split, 1 descriptor', ring, 'chains/s', offReps, {}, off, { min: 0.98 });
+      return;
+    }
 
     // Capture writes to a file, a fresh one per run; or to /dev/null, to see the packet path's share without the file system's.
-    let n = 0;
-    const withCapture = async <T>(f: (extras: DeviceExtras) => Promise<T>, path?: string): Promise<T> => {
-      const capture = new PcapWriter(path ?? join(t.dir, `c${n++}.pcapng`));
-      try {
-        return await f({ capture });
-      } finally {
-        await capture.close();
-        if (path === undefined) rmSync(capture.path, { force: true });
-      }
-    };
-    for (const [size, frame] of [
-      [64, frame64],
-      [1500, frame1500],
-    ] as const) {
-      o.progress(`observe: transmit ${size} B, capture on vs off, best of ${reps}`);
-      const [on, off] = await sideBySide(reps, () => withCapture((x) => tx(frame, OWN_LIB, x)()), tx(frame, OWN_LIB));
-      rows.push(row(`capture on: transmit ${size} B`, 'throughput', on, 'frames/s', { name: 'capture off', value: off }, { min: 0.8 }));
+    const toFile = { capture: join(t.dir, 'capture.pcapng') };
+    const toNull = { capture: '/dev/null' };
+    const captureOff = { name: 'capture off', side: THIS_TREE };
+    for (const size of [64, 1500]) {
+      await compare(`capture on: transmit ${size} B`, txJob(size), 'frames/s', reps, toFile, captureOff, { min: 0.8 });
     }
-    o.progress(`observe: transmit 1500 B, capture to /dev/null vs off, best of ${reps}`);
-    const [nullOn, nullOff] = await sideBySide(reps, () => withCapture((x) => tx(frame1500, OWN_LIB, x)(), '/dev/null'), tx(frame1500, OWN_LIB));
-    rows.push(row('capture to /dev/null: transmit 1500 B', 'throughput', nullOn, 'frames/s', { name: 'capture off', value: nullOff }));
-    const rx = (extras: DeviceExtras = {}) => async () => {
-      const m: Measured = await tsReceive(o.seconds, { IN_ORDER: false }, t.sender(t.udpFrame(1500, true), o.seconds), OWN_LIB, extras);
-      return rate(m);
-    };
-    o.progress(`observe: receive 1500 B, capture on vs off, best of ${reps}`);
-    const [rxOn, rxOff] = await sideBySide(reps, () => withCapture((x) => rx(x)()), rx());
-    rows.push(row('capture on: receive 1500 B', 'throughput', rxOn, 'frames/s', { name: 'capture off', value: rxOff }, { min: 0.8 }));
-    const [rxNull, rxOff2] = await sideBySide(reps, () => withCapture((x) => rx(x)(), '/dev/null'), rx());
-    rows.push(row('capture to /dev/null: receive 1500 B', 'throughput', rxNull, 'frames/s', { name: 'capture off', value: rxOff2 }));
-
-    o.progress('observe: transmit 64 B with a JSON-lines trace to a file');
-    const traceFile = join(t.dir, 'trace.jsonl');
-    const traced = async () => {
-      const sink = new TraceSink('json', traceFile);
-      try {
-        return rate(await tsTransmit(frame64, Math.min(o.seconds, 1), OWN_LIB, { trace: sink.tracer }));
-      } finally {
-        sink.close();
-      }
-    };
-    const [trOn, trOff] = await sideBySide(1, traced, tx(frame64, OWN_LIB));
-    rows.push(row('tracing on (JSON lines to a file): transmit 64 B', 'throughput', trOn, 'frames/s', { name: 'tracing off', value: trOff }));
+    await compare('capture to /dev/null: transmit 1500 B', txJob(1500), 'frames/s', reps, toNull, captureOff);
+    await compare('capture on: receive 1500 B', rxJob, 'frames/s', reps, toFile, captureOff, { min: 0.8 });
+    await compare('capture to /dev/null: receive 1500 B', rxJob, 'frames/s', reps, toNull, captureOff);
+    await compare('tracing on (JSON lines to a file): transmit 64 B', txJob(64, Math.min(o.seconds, 1)), 'frames/s', 1, { trace: join(t.dir, 'trace.jsonl') }, { name: 'tracing off', side: THIS_TREE });
   });
   return rows;
 }

@@ -2,8 +2,6 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 
-import { nativeBuildDir } from '../../src/host/binding.js';
-
 export interface LoopResult {
   frames: number;
   bytes: number;
@@ -13,9 +11,26 @@ export interface LoopResult {
   cpu: number;
 }
 
-export function runC(args: string[]): Promise<LoopResult> {
+let binary: string | null = null;
+
+/**
+ * Where tap_loop is: this tree's build, unless set here. A bench child
+ * process running another checkout is told the path, so that it loads
+ * nothing of this tree's src/.
+ */
+export function useTapLoop(path: string): void {
+  binary = path;
+}
+
+export async function tapLoopPath(): Promise<string> {
+  binary ??= join((await import('../../src/host/binding.js')).nativeBuildDir(), 'tap_loop');
+  return binary;
+}
+
+export async function runC(args: string[]): Promise<LoopResult> {
+  const bin = await tapLoopPath();
   return new Promise((resolve, reject) => {
-    const child = spawn(join(nativeBuildDir(), 'tap_loop'), args, { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.on('error', reject);
@@ -41,9 +56,10 @@ export interface Sink {
  * by Node's event loop, on the thread the TypeScript device runs on, but on
  * another core while a C loop runs: an unfair share of the work.
  */
-export function startSink(host: string, maxSeconds = 3600): Promise<Sink> {
+export async function startSink(host: string, maxSeconds = 3600): Promise<Sink> {
+  const bin = await tapLoopPath();
   return new Promise((resolve, reject) => {
-    const child = spawn(join(nativeBuildDir(), 'tap_loop'), ['sink', host, String(maxSeconds)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(bin, ['sink', host, String(maxSeconds)], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     const onData = (d: Buffer) => {
       out += d.toString();

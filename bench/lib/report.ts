@@ -9,7 +9,12 @@ export interface Row {
   metric: string;
   value: number;
   unit: string;
-  reference: { name: string; value: number } | null;
+  /**
+   * Over the repetitions a best-of value came from: (highest - lowest) /
+   * best. Present where a row compares two sides, each run several times.
+   */
+  spread?: number;
+  reference: { name: string; value: number; spread?: number } | null;
   /** value / reference.value, or null without a reference. */
   ratio: number | null;
   /** What the ratio must be: at least `min`, or at most `max`. */
@@ -28,10 +33,21 @@ export interface SuiteResult {
   suite: string;
   date: string;
   machine: { cpus: number; kernel: string; node: string; cpuModel?: string };
+  /** For a run against a baseline build: the two checkouts compared. */
+  builds?: { this: BuildInfo; baseline: BuildInfo };
   rows: Row[];
 }
 
+export interface BuildInfo {
+  dir: string;
+  /** `git describe --always --dirty` of the checkout, or null outside git. */
+  commit: string | null;
+}
+
 export const resultsDir = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'results');
+
+/** Results of a run against a baseline build: one-offs, kept out of the summary. */
+export const BASELINE_PREFIX = 'baseline-';
 
 export function row(c: string, metric: string, value: number, unit: string, reference?: { name: string; value: number }, target?: { min?: number; max?: number }): Row {
   return {
@@ -45,15 +61,17 @@ export function row(c: string, metric: string, value: number, unit: string, refe
   };
 }
 
-export function writeSuite(suite: string, rows: Row[]): string {
+/** Writes bench/results/<suite>.json, or baseline-<suite>.json for a run against a baseline. */
+export function writeSuite(suite: string, rows: Row[], builds?: SuiteResult['builds']): string {
   const result: SuiteResult = {
     suite,
     date: new Date().toISOString(),
     machine: { cpus: cpus().length, kernel: release(), node: process.version, cpuModel: cpus()[0]?.model },
+    ...(builds !== undefined ? { builds } : {}),
     rows,
   };
   mkdirSync(resultsDir, { recursive: true });
-  const file = join(resultsDir, `${suite}.json`);
+  const file = join(resultsDir, `${builds !== undefined ? BASELINE_PREFIX : ''}${suite}.json`);
   writeFileSync(file, `${JSON.stringify(result, null, 2)}\n`);
   return file;
 }
@@ -73,20 +91,31 @@ export function fmt(n: number): string {
   return n.toFixed(Math.abs(n) < 10 ? 3 : 1);
 }
 
-export function printTable(suite: string, rows: Row[]): void {
-  const header = ['case', 'metric', 'virtio-tap', 'reference', 'ref value', 'ratio', 'target'];
+function spreadText(s: number | undefined): string {
+  return s === undefined ? '-' : `${(s * 100).toFixed(1)} %`;
+}
+
+/**
+ * The rows as a table on stdout. Rows with spreads get a spread column for
+ * each side; `title` follows the suite's name (which builds were compared).
+ */
+export function printTable(suite: string, rows: Row[], title?: string): void {
+  const spreads = rows.some((r) => r.spread !== undefined);
+  const header = ['case', 'metric', 'virtio-tap', ...(spreads ? ['spread'] : []), 'reference', 'ref value', ...(spreads ? ['ref spread'] : []), 'ratio', 'target'];
   const body = rows.map((r) => [
     r.case,
     `${r.metric} (${r.unit})`,
     fmt(r.value),
+    ...(spreads ? [spreadText(r.spread)] : []),
     r.reference?.name ?? '-',
     r.reference ? fmt(r.reference.value) : '-',
+    ...(spreads ? [spreadText(r.reference?.spread)] : []),
     r.ratio === null ? '-' : r.ratio.toFixed(2),
     targetText(r),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => (b[i] ?? '').length)));
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i] ?? 0)).join(' | ');
-  console.log(`\n${suite}`);
+  console.log(`\n${suite}${title !== undefined ? `: ${title}` : ''}`);
   console.log(line(header));
   console.log(widths.map((w) => '-'.repeat(w)).join('-|-'));
   for (const b of body) console.log(line(b));

@@ -1,11 +1,12 @@
-// From bench/results/*.json: a Markdown summary (bench/results/summary.md),
+// From bench/results/<suite>.json (not baseline-<suite>.json, a one-off
+// comparison of two builds): a Markdown summary (bench/results/summary.md),
 // SVG charts (bench/results/charts/), and the README's performance section
 // (between its bench markers), all with the machine the figures came from.
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
 import { escapeXml } from '../../src/tour/svg.js';
-import { fmt, meets, resultsDir, targetText, type Row, type SuiteResult } from './report.js';
+import { BASELINE_PREFIX, fmt, meets, resultsDir, targetText, type Row, type SuiteResult } from './report.js';
 
 const ORDER = ['tap', 'ring', 'net', 'guest', 'observe'];
 const TITLES: Record<string, string> = {
@@ -19,7 +20,7 @@ const TITLES: Record<string, string> = {
 export function readResults(dir = resultsDir): SuiteResult[] {
   if (!existsSync(dir)) return [];
   const all = readdirSync(dir)
-    .filter((f) => f.endsWith('.json'))
+    .filter((f) => f.endsWith('.json') && !f.startsWith(BASELINE_PREFIX))
     .map((f) => JSON.parse(readFileSync(join(dir, f), 'utf8')) as SuiteResult);
   const rank = (s: string) => (ORDER.includes(s) ? ORDER.indexOf(s) : ORDER.length);
   return all.sort((a, b) => rank(a.suite) - rank(b.suite));
