@@ -213,6 +213,16 @@ export class PackedQueue implements DeviceQueue {
   }
 
   setBase(base: number): void {
+    // vhost-user.rst, SET_VRING_BASE: for a packed ring, bits 0-14 are the next
+    // available index and bit 15 its wrap counter. Linux's virtio_uml sends 0
+    // for every ring it sets up (the split-ring meaning): read literally, that
+    // is index 0 on wrap 0, a lap behind a driver that starts on wrap 1 (§2.8.1),
+    // so no buffer would look available and every kick request would be a lap
+    // off. A ring really at index 0 on wrap 0 has been round once, and then
+    // slot 0 has its USED flag set (the device wrote it on wrap 1, and a driver
+    // re-posting it on wrap 0 sets USED too); with USED clear, the ring is on
+    // its first lap.
+    if ((base & 0xffff) === 0 && (Atomics.load(this.desc16, 7) & VIRTQ_DESC_F_USED) === 0) base |= 0x8000;
     this.nextAvail = (base & 0x7fff) % this.size;
     this.availWrap = (base >>> 15) & 1;
     const used = base >>> 16;
