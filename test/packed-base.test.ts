@@ -42,7 +42,7 @@ describe('packed ring base', () => {
     for (let lap = 0; lap < 2; lap++) {
       r.post(lap + 1);
       expect(r.q.popChain(r.chain)).toBe(Pop.CHAIN);
-      r.q.addUsed(r.chain.head, 0);
+      r.q.addUsed(r.chain.head, 0, r.chain.ringSlots);
       r.q.flushUsed();
       expect(r.driver.popUsed()).toBe(lap + 1);
     }

@@ -1,6 +1,7 @@
 // Waiting for one frame on a TAP queue, for tools, the demo and tests (not
 // for the device's hot path, which drains in batches on readiness events).
 import type { TapQueue } from './tap-queue.js';
+import { NEG_EAGAIN } from '../host/errors.js';
 
 /**
  * Reads frames until `match` returns non-null for one, or `ms` pass (then
@@ -22,7 +23,7 @@ export async function waitForFrame<T>(
       if (hit !== null) return hit;
       continue;
     }
-    if (n < 0 && n !== -11) return null; // anything but EAGAIN: the queue is unusable
+    if (n < 0 && n !== NEG_EAGAIN) return null; // anything but EAGAIN: the queue is unusable
     await new Promise<void>((resolve) => {
       const t = setTimeout(done, Math.max(1, Math.min(100, deadline - Date.now())));
       function done() {

@@ -13,6 +13,7 @@ import {
   VIRTQ_DESC_F_USED,
   VIRTQ_DESC_F_WRITE,
 } from '../virtio/constants.js';
+import { errnoName } from '../host/errors.js';
 import type { TraceEvent } from './trace.js';
 
 const STATUS_BITS: [number, string][] = [
@@ -142,7 +143,7 @@ function describe(e: TraceEvent): string {
     case 'interrupt':
       return e.kind === 'config' ? 'interrupt: configuration change' : `interrupt: used buffers on queue ${e.queue}`;
     case 'tap_write':
-      return `q${e.queue} TAP write ${e.bytes} bytes (header included): ${e.result >= 0 ? 'sent' : `errno ${-e.result}`}`;
+      return `q${e.queue} TAP write ${e.bytes} bytes (header included): ${e.result >= 0 ? 'sent' : errnoName(e.result)}`;
     case 'tap_read':
       return `q${e.queue} TAP read ${e.bytes} bytes (header included) into ${e.buffers} buffer${e.buffers === 1 ? '' : 's'}`;
     case 'drop':
