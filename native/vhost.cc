@@ -115,32 +115,62 @@ static Napi::Value UnixConnect(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, fd);
 }
 
+// A socket call's result as JavaScript sees it: the count, or -errno with
+// EWOULDBLOCK reported as EAGAIN. Call it right after the call, errno intact.
+static Napi::Value SocketResult(Napi::Env env, ssize_t n) {
+  if (n < 0) return Errno(env, errno == EWOULDBLOCK ? EAGAIN : errno);
+  return Napi::Number::New(env, static_cast<double>(n));
+}
+
 // unixAccept(fd) -> fd | -errno (-EAGAIN when nobody waits).
 static Napi::Value UnixAccept(const Napi::CallbackInfo& info) {
   int64_t fd;
   if (!ArgInt(info, 0, 0, INT32_MAX, &fd)) return info.Env().Undefined();
-  int c = accept4(static_cast<int>(fd), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-  if (c < 0) return Errno(info.Env(), errno == EWOULDBLOCK ? EAGAIN : errno);
-  return Napi::Number::New(info.Env(), c);
+  return SocketResult(info.Env(), accept4(static_cast<int>(fd), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
 }
 
 static constexpr int kMaxFds = 32;
+
+// The (fd, buffer) that start recvWithFds and sendWithFds; a TypeError naming
+// `usage` when they are not there.
+static bool ArgFdAndBuffer(const Napi::CallbackInfo& info, const char* usage, int* fd, uint8_t** buf, size_t* len) {
+  int64_t v;
+  if (!ArgInt(info, 0, 0, INT32_MAX, &v)) return false;
+  if (info.Length() < 2 || !ViewBytes(info.Env(), info[1], buf, len)) {
+    Napi::TypeError::New(info.Env(), usage).ThrowAsJavaScriptException();
+    return false;
+  }
+  *fd = static_cast<int>(v);
+  return true;
+}
+
+// The bytes of value when it is an Int32Array (an fd list); false otherwise.
+static bool Int32Bytes(Napi::Env env, Napi::Value value, uint8_t** data, size_t* length) {
+  return value.IsTypedArray() && value.As<Napi::TypedArray>().TypedArrayType() == napi_int32_array &&
+         ViewBytes(env, value, data, length);
+}
+
+// A message of the one buffer iov, no control data yet.
+static void OneBufferMsg(struct msghdr* msg, struct iovec* iov) {
+  memset(msg, 0, sizeof *msg);
+  msg->msg_iov = iov;
+  msg->msg_iovlen = 1;
+}
 
 // recvWithFds(fd, buf, fds: Int32Array) -> bytes | -errno. fds[0] = how many
 // fds came (SCM_RIGHTS, close-on-exec), fds[1..] the fds. fds that do not fit
 // are closed and fds[0] is set to -1 so the caller can refuse the message.
 static Napi::Value RecvWithFds(const Napi::CallbackInfo& info) {
+  static const char kUsage[] = "expected (fd, buffer, fds: Int32Array)";
   Napi::Env env = info.Env();
-  int64_t fd;
-  if (!ArgInt(info, 0, 0, INT32_MAX, &fd)) return env.Undefined();
+  int fd;
   uint8_t* buf = nullptr;
   size_t len = 0;
   uint8_t* fdsRaw = nullptr;
   size_t fdsLen = 0;
-  if (info.Length() < 3 || !ViewBytes(env, info[1], &buf, &len) || !info[2].IsTypedArray() ||
-      info[2].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array || !ViewBytes(env, info[2], &fdsRaw, &fdsLen) ||
-      fdsLen < 4) {
-    Napi::TypeError::New(env, "expected (fd, buffer, fds: Int32Array)").ThrowAsJavaScriptException();
+  if (!ArgFdAndBuffer(info, kUsage, &fd, &buf, &len)) return env.Undefined();
+  if (info.Length() < 3 || !Int32Bytes(env, info[2], &fdsRaw, &fdsLen) || fdsLen < 4) {
+    Napi::TypeError::New(env, kUsage).ThrowAsJavaScriptException();
     return env.Undefined();
   }
   int32_t* fds = reinterpret_cast<int32_t*>(fdsRaw);
@@ -148,16 +178,14 @@ static Napi::Value RecvWithFds(const Napi::CallbackInfo& info) {
   struct iovec iov = {buf, len};
   alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)];
   struct msghdr msg;
-  memset(&msg, 0, sizeof msg);
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
+  OneBufferMsg(&msg, &iov);
   msg.msg_control = control;
   msg.msg_controllen = sizeof control;
   ssize_t n;
   do {
-    n = recvmsg(static_cast<int>(fd), &msg, MSG_CMSG_CLOEXEC);
+    n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
   } while (n < 0 && errno == EINTR);
-  if (n < 0) return Errno(env, errno == EWOULDBLOCK ? EAGAIN : errno);
+  if (n < 0) return SocketResult(env, n);
   int count = 0;
   bool overflow = (msg.msg_flags & MSG_CTRUNC) != 0;
   for (struct cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
@@ -174,31 +202,25 @@ static Napi::Value RecvWithFds(const Napi::CallbackInfo& info) {
     }
   }
   fds[0] = overflow ? -1 : count;
-  return Napi::Number::New(env, static_cast<double>(n));
+  return SocketResult(env, n);
 }
 
 // sendWithFds(fd, buf, fds?: Int32Array) -> bytes | -errno.
 static Napi::Value SendWithFds(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int64_t fd;
-  if (!ArgInt(info, 0, 0, INT32_MAX, &fd)) return env.Undefined();
+  int fd;
   uint8_t* buf = nullptr;
   size_t len = 0;
-  if (info.Length() < 2 || !ViewBytes(env, info[1], &buf, &len)) {
-    Napi::TypeError::New(env, "expected (fd, buffer, fds?)").ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
+  if (!ArgFdAndBuffer(info, "expected (fd, buffer, fds?)", &fd, &buf, &len)) return env.Undefined();
   struct iovec iov = {buf, len};
   struct msghdr msg;
-  memset(&msg, 0, sizeof msg);
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
+  OneBufferMsg(&msg, &iov);
   alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)];
   size_t nfds = 0;
   if (info.Length() >= 3 && info[2].IsTypedArray()) {
     uint8_t* raw = nullptr;
     size_t rawLen = 0;
-    if (info[2].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array || !ViewBytes(env, info[2], &raw, &rawLen)) {
+    if (!Int32Bytes(env, info[2], &raw, &rawLen)) {
       Napi::TypeError::New(env, "fds must be an Int32Array").ThrowAsJavaScriptException();
       return env.Undefined();
     }
@@ -217,10 +239,9 @@ static Napi::Value SendWithFds(const Napi::CallbackInfo& info) {
   }
   ssize_t n;
   do {
-    n = sendmsg(static_cast<int>(fd), &msg, MSG_NOSIGNAL);
+    n = sendmsg(fd, &msg, MSG_NOSIGNAL);
   } while (n < 0 && errno == EINTR);
-  if (n < 0) return Errno(env, errno == EWOULDBLOCK ? EAGAIN : errno);
-  return Napi::Number::New(env, static_cast<double>(n));
+  return SocketResult(env, n);
 }
 
 // memfdCreate(name, size) -> fd | -errno: shared memory such as a VMM's RAM.

@@ -12,10 +12,24 @@ function deviceQueue(layout: RingLayout, mem: GuestMemory, addresses: Parameters
   return layout === 'split' ? new SplitQueue(mem, addresses, f) : new PackedQueue(mem, addresses, f);
 }
 
-function setup(layout: RingLayout, size: number, f: Partial<QueueFeatures> = {}) {
+function setup(layout: RingLayout, size: number, f: Partial<QueueFeatures> & { onKick?: () => void } = {}) {
   const rig = makeQueueRig({ layout, size, ...f });
   const q = deviceQueue(layout, rig.mem, rig.addresses, rig.features);
   return { ...rig, q, chain: q.newChain() };
+}
+
+/** A queue of 8 whose driver counts its kicks; add() makes one 16-byte chain available and says whether it kicked. */
+function kickSetup(layout: RingLayout, f: Partial<QueueFeatures> = {}) {
+  const kicked = { count: 0 };
+  const t = setup(layout, 8, { ...f, onKick: () => kicked.count++ });
+  const buf = t.alloc.alloc(16);
+  const add = () => {
+    t.driver.beginChain();
+    t.driver.addSegment(buf, 16, true);
+    t.driver.commitChain(1);
+    return t.driver.publish();
+  };
+  return { ...t, kicked, add };
 }
 
 describe('GuestMemory', () => {
@@ -158,41 +172,21 @@ describe.each(['split', 'packed'] as const)('%s ring', (layout) => {
   });
 
   it('notification suppression both ways (flags)', () => {
-    let kicks = 0;
-    const rig = makeQueueRig({ layout, size: 8, onKick: () => kicks++ });
-    const q = deviceQueue(layout, rig.mem, rig.addresses, rig.features);
-    const chain = q.newChain();
-    const buf = rig.alloc.alloc(16);
-    const add = () => {
-      rig.driver.beginChain();
-      rig.driver.addSegment(buf, 16, true);
-      rig.driver.commitChain(1);
-      return rig.driver.publish();
-    };
+    const { q, chain, driver, kicked, add } = kickSetup(layout);
     expect(add()).toBe(true);
     q.disableNotifications();
     expect(add()).toBe(false);
     expect(q.enableNotifications()).toBe(true); // chains arrived while disabled
     expect(add()).toBe(true);
-    expect(kicks).toBe(2);
+    expect(kicked.count).toBe(2);
     while (q.popChain(chain) === Pop.CHAIN) q.addUsed(chain.head, 1, chain.ringSlots);
-    rig.driver.disableInterrupts();
+    driver.disableInterrupts();
     expect(q.flushUsed()).toBe(false);
     expect(q.stats.notificationsSuppressed).toBe(1);
   });
 
   it('notification suppression with the event index', () => {
-    let kicks = 0;
-    const rig = makeQueueRig({ layout, size: 8, eventIdx: true, onKick: () => kicks++ });
-    const q = deviceQueue(layout, rig.mem, rig.addresses, rig.features);
-    const chain = q.newChain();
-    const buf = rig.alloc.alloc(16);
-    const add = () => {
-      rig.driver.beginChain();
-      rig.driver.addSegment(buf, 16, true);
-      rig.driver.commitChain(1);
-      return rig.driver.publish();
-    };
+    const { q, chain, driver, kicked, add } = kickSetup(layout, { eventIdx: true });
     q.enableNotifications(); // avail_event = 0: kick on the first entry
     expect(add()).toBe(true);
     expect(add()).toBe(false); // the event (entry 0) is behind us
@@ -200,12 +194,12 @@ describe.each(['split', 'packed'] as const)('%s ring', (layout) => {
     expect(q.popChain(chain)).toBe(Pop.CHAIN);
     expect(q.enableNotifications()).toBe(false); // avail_event = 2
     expect(add()).toBe(true);
-    expect(kicks).toBe(2);
+    expect(kicked.count).toBe(2);
     // Used side: the driver asks to hear only when the used index passes its event.
-    rig.driver.enableInterrupts(); // event at the next used entry
+    driver.enableInterrupts(); // event at the next used entry
     q.addUsed(chain.head, 1, chain.ringSlots);
     expect(q.flushUsed()).toBe(true);
-    rig.driver.popUsed();
+    driver.popUsed();
     q.addUsed(chain.head, 1, chain.ringSlots); // event still at the first entry: passed already
     expect(q.flushUsed()).toBe(false);
   });

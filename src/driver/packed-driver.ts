@@ -10,51 +10,28 @@ import {
   VIRTQ_DESC_F_WRITE,
 } from '../virtio/constants.js';
 import type { GuestMemory } from '../virtio/guest-memory.js';
-import { foldPosition, packedNeedEvent } from '../virtio/packed-queue.js';
+import { packedDecide, type PackedSignal } from '../virtio/packed-queue.js';
 import type { QueueAddresses } from '../virtio/queue.js';
 import { packedDescState, packedViews, storeAddress, type PackedViews } from '../virtio/ring-views.js';
-import { AvailOrder, ChainBuilder } from './chain-builder.js';
-import { DriverError, type DriverQueue, type DriverQueueOptions, type DriverStats } from './driver-queue.js';
+import type { DriverQueue, DriverQueueOptions } from './driver-queue.js';
+import { DriverRing } from './driver-ring.js';
 
-export class PackedDriver implements DriverQueue {
+export class PackedDriver extends DriverRing implements DriverQueue {
   readonly layout = 'packed';
-  readonly size: number;
-  readonly addresses: QueueAddresses;
-  readonly stats: DriverStats = { added: 0, reaped: 0, kicks: 0, kicksSuppressed: 0 };
-  usedLen = 0;
-  numFree: number;
-  private readonly mem: GuestMemory;
-  private readonly o: DriverQueueOptions;
   private readonly v: PackedViews;
   private nextAvail = 0;
   private availWrap = 1;
   private nextUsed = 0;
   private usedWrap = 1;
-  private published = 0;
   private readonly freeIds: Uint16Array;
   private freeCount = 0;
-  private readonly token: Float64Array;
-  private readonly slots: Uint16Array;
-  private readonly outstanding: Uint8Array;
-  private readonly order: AvailOrder;
-  private readonly chain: ChainBuilder;
-  private batchLeft = 0;
-  private batchLen = 0;
+  /** The available position at the last publish, and what it read from the device's event area. */
+  private readonly signal: PackedSignal = { last: 0, flags: 0, offWrap: -1 };
 
   constructor(mem: GuestMemory, addresses: QueueAddresses, options: DriverQueueOptions = {}) {
-    const n = addresses.size;
-    this.mem = mem;
-    this.size = n;
-    this.addresses = { ...addresses };
-    this.o = { ...options };
+    super(mem, addresses, options);
     this.v = packedViews(mem, addresses);
-    this.freeIds = new Uint16Array(n);
-    this.token = new Float64Array(n);
-    this.slots = new Uint16Array(n);
-    this.outstanding = new Uint8Array(n);
-    this.order = new AvailOrder(n);
-    this.chain = new ChainBuilder(Math.max(n, options.indirectArea?.entries ?? 0));
-    this.numFree = n;
+    this.freeIds = new Uint16Array(this.size);
     this.reset();
   }
 
@@ -66,22 +43,10 @@ export class PackedDriver implements DriverQueue {
     this.availWrap = 1;
     this.nextUsed = 0;
     this.usedWrap = 1;
-    this.published = 0;
+    this.signal.last = 0;
     for (let i = 0; i < this.size; i++) this.freeIds[i] = this.size - 1 - i;
     this.freeCount = this.size;
-    this.numFree = this.size;
-    this.outstanding.fill(0);
-    this.order.clear();
-    this.batchLeft = 0;
-    this.chain.begin();
-  }
-
-  beginChain(): void {
-    this.chain.begin();
-  }
-
-  addSegment(addr: number, len: number, writable: boolean): boolean {
-    return this.chain.add(addr, len, writable);
+    this.resetBuffers();
   }
 
   private availFlags(wrap: number): number {
@@ -97,51 +62,41 @@ export class PackedDriver implements DriverQueue {
   }
 
   commitChain(token: number, indirect = false): number {
-    const c = this.chain;
-    const n = c.count;
+    const n = this.chain.count;
     if (n === 0 || this.freeCount === 0) return -1;
-    const area = this.o.indirectArea;
-    if (indirect && (area === undefined || n > area.entries)) return -1;
     const ringSlots = indirect ? 1 : n;
     if (ringSlots > this.numFree) return -1;
-    const id = this.freeIds[--this.freeCount] as number;
+    const id = this.freeIds[this.freeCount - 1] as number;
     const headIdx = this.nextAvail;
-    let headFlags = 0;
-    if (indirect && area !== undefined) {
-      const table = area.addr + id * area.entries * 16;
-      const t = this.mem.view(table, n * 16);
-      const dv = new DataView(t.buffer, t.byteOffset, t.byteLength);
-      for (let s = 0; s < n; s++) {
-        const a = c.addr[s] as number;
-        dv.setUint32(s * 16, a % 0x1_0000_0000, true);
-        dv.setUint32(s * 16 + 4, Math.floor(a / 0x1_0000_0000), true);
-        dv.setUint32(s * 16 + 8, c.len[s] as number, true);
-        dv.setUint16(s * 16 + 12, 0, true);
-        dv.setUint16(s * 16 + 14, c.writable[s] === 1 ? VIRTQ_DESC_F_WRITE : 0, true);
-      }
+    let headFlags: number;
+    if (indirect) {
+      const table = this.writeIndirect(id, false);
+      if (table < 0) return -1;
       this.writeDesc(headIdx, table, n * 16, id);
       headFlags = VIRTQ_DESC_F_INDIRECT | this.availFlags(this.availWrap);
       this.advance();
-    } else {
-      for (let s = 0; s < n; s++) {
-        const i = this.nextAvail;
-        const flags = (s < n - 1 ? VIRTQ_DESC_F_NEXT : 0) | (c.writable[s] === 1 ? VIRTQ_DESC_F_WRITE : 0) | this.availFlags(this.availWrap);
-        this.writeDesc(i, c.addr[s] as number, c.len[s] as number, id);
-        if (s === 0) headFlags = flags;
-        else this.v.desc16[i * 8 + 7] = flags;
-        this.advance();
-      }
-    }
+    } else headFlags = this.writeDirect(id);
+    this.freeCount--;
     // VIRTIO 1.2 §2.8, "Updating flags": the head's flags last, so the device never sees a partial chain.
     Atomics.store(this.v.desc16, headIdx * 8 + 7, headFlags);
-    this.token[id] = token;
-    this.slots[id] = ringSlots;
-    this.outstanding[id] = 1;
-    this.numFree -= ringSlots;
-    this.order.push(id);
-    this.stats.added++;
-    c.begin();
+    this.markAvailable(id, token, ringSlots);
     return id;
+  }
+
+  /** Writes the chain being built into the ring as buffer `id`, all flags but the head's; returns the head's. */
+  private writeDirect(id: number): number {
+    const c = this.chain;
+    const n = c.count;
+    let headFlags = 0;
+    for (let s = 0; s < n; s++) {
+      const i = this.nextAvail;
+      const flags = (s < n - 1 ? VIRTQ_DESC_F_NEXT : 0) | (c.writable[s] === 1 ? VIRTQ_DESC_F_WRITE : 0) | this.availFlags(this.availWrap);
+      this.writeDesc(i, c.addr[s] as number, c.len[s] as number, id);
+      if (s === 0) headFlags = flags;
+      else this.v.desc16[i * 8 + 7] = flags;
+      this.advance();
+    }
+    return headFlags;
   }
 
   private advance(): void {
@@ -152,43 +107,26 @@ export class PackedDriver implements DriverQueue {
   }
 
   publish(): boolean {
-    const now = foldPosition(this.size, this.nextAvail, this.availWrap);
-    const old = this.published;
-    if (now === old) return false;
-    this.published = now;
-    const flags = Atomics.load(this.v.deviceEvent, 1) & 3;
-    let kick: boolean;
-    if (flags === RING_EVENT_FLAGS_DISABLE) kick = false;
-    else if (flags === RING_EVENT_FLAGS_DESC && this.o.eventIdx === true) {
-      kick = packedNeedEvent(this.size, Atomics.load(this.v.deviceEvent, 0), now, old);
-    } else kick = true;
-    if (kick) {
-      this.stats.kicks++;
-      this.o.onKick?.();
-    } else this.stats.kicksSuppressed++;
-    return kick;
+    const d = packedDecide(this.size, this.nextAvail, this.availWrap, this.v.deviceEvent, this.o.eventIdx === true, this.signal);
+    return d >= 0 && this.countKick(d === 1);
   }
 
   popUsed(): number {
-    if (this.batchLeft > 0) return this.takeFromBatch();
+    if (this.batchLeft > 0) return this.release(this.nextInBatch());
     const i = this.nextUsed;
     if (packedDescState(this.v.desc16, i, this.usedWrap) !== 2) return -1;
     const id = this.v.desc16[i * 8 + 6] as number;
     const len = this.v.desc32[i * 4 + 2] as number;
-    if (id >= this.size || this.outstanding[id] !== 1) {
-      throw new DriverError(`device returned used id ${id}, which is not an outstanding buffer (queue size ${this.size})`);
-    }
+    this.checkUsed(id);
     if (this.o.inOrder === true) {
-      // VIRTIO 1.2 §2.8, "In-order use of descriptors": one used descriptor may stand for every buffer up to it.
-      const k = this.order.countThrough(id);
+      // One used descriptor for the batch: the ring moves past all of its buffers' slots.
+      const k = this.startBatch(id, len);
       let skip = 0;
-      for (let j = 0; j < k; j++) skip += this.slots[this.order.at(j)] as number;
+      for (let j = 0; j < k; j++) skip += this.held[this.order.at(j)] as number;
       this.moveUsed(skip);
-      this.batchLeft = k;
-      this.batchLen = len;
-      return this.takeFromBatch();
+      return this.release(this.nextInBatch());
     }
-    this.moveUsed(this.slots[id] as number);
+    this.moveUsed(this.held[id] as number);
     this.usedLen = len;
     return this.release(id);
   }
@@ -201,19 +139,10 @@ export class PackedDriver implements DriverQueue {
     }
   }
 
-  private takeFromBatch(): number {
-    this.batchLeft--;
-    this.usedLen = this.batchLen;
-    return this.release(this.order.at(0));
-  }
-
+  /** Puts buffer `id` back among the free ids. */
   private release(id: number): number {
-    this.order.remove(id);
-    this.numFree += this.slots[id] as number;
     this.freeIds[this.freeCount++] = id;
-    this.outstanding[id] = 0;
-    this.stats.reaped++;
-    return this.token[id] as number;
+    return this.retire(id);
   }
 
   disableInterrupts(): void {

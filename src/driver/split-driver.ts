@@ -11,49 +11,25 @@ import type { GuestMemory } from '../virtio/guest-memory.js';
 import type { QueueAddresses } from '../virtio/queue.js';
 import { splitViews, storeAddress, type SplitViews } from '../virtio/ring-views.js';
 import { needEvent } from '../virtio/split-queue.js';
-import { AvailOrder, ChainBuilder } from './chain-builder.js';
-import { DriverError, type DriverQueue, type DriverQueueOptions, type DriverStats } from './driver-queue.js';
+import type { DriverQueue, DriverQueueOptions } from './driver-queue.js';
+import { DriverRing } from './driver-ring.js';
 
-export class SplitDriver implements DriverQueue {
+export class SplitDriver extends DriverRing implements DriverQueue {
   readonly layout = 'split';
-  readonly size: number;
-  readonly addresses: QueueAddresses;
-  readonly stats: DriverStats = { added: 0, reaped: 0, kicks: 0, kicksSuppressed: 0 };
-  usedLen = 0;
-  numFree: number;
-  private readonly mem: GuestMemory;
-  private readonly o: DriverQueueOptions;
   private readonly mask: number;
   private readonly v: SplitViews;
   /** Chain links and the free list share one array, as the ring's next fields do. */
   private readonly next: Uint16Array;
   private freeHead = 0;
-  private readonly token: Float64Array;
-  private readonly chainDescs: Uint16Array;
-  private readonly outstanding: Uint8Array;
-  private readonly order: AvailOrder;
-  private readonly chain: ChainBuilder;
-  private batchLeft = 0;
-  private batchLen = 0;
   private availIdx = 0;
   private publishedAvail = 0;
   private lastUsed = 0;
 
   constructor(mem: GuestMemory, addresses: QueueAddresses, options: DriverQueueOptions = {}) {
-    const n = addresses.size;
-    this.mem = mem;
-    this.size = n;
-    this.mask = n - 1;
-    this.addresses = { ...addresses };
-    this.o = { ...options };
+    super(mem, addresses, options);
+    this.mask = this.size - 1;
     this.v = splitViews(mem, addresses);
-    this.next = new Uint16Array(n);
-    this.token = new Float64Array(n);
-    this.chainDescs = new Uint16Array(n);
-    this.outstanding = new Uint8Array(n);
-    this.order = new AvailOrder(n);
-    this.chain = new ChainBuilder(Math.max(n, options.indirectArea?.entries ?? 0));
-    this.numFree = n;
+    this.next = new Uint16Array(this.size);
     this.reset();
   }
 
@@ -63,22 +39,10 @@ export class SplitDriver implements DriverQueue {
     this.v.used16.fill(0);
     for (let i = 0; i < this.size; i++) this.next[i] = i + 1;
     this.freeHead = 0;
-    this.numFree = this.size;
-    this.outstanding.fill(0);
-    this.order.clear();
-    this.batchLeft = 0;
     this.availIdx = 0;
     this.publishedAvail = 0;
     this.lastUsed = 0;
-    this.chain.begin();
-  }
-
-  beginChain(): void {
-    this.chain.begin();
-  }
-
-  addSegment(addr: number, len: number, writable: boolean): boolean {
-    return this.chain.add(addr, len, writable);
+    this.resetBuffers();
   }
 
   private writeDesc(i: number, addr: number, len: number, flags: number, next: number): void {
@@ -105,43 +69,23 @@ export class SplitDriver implements DriverQueue {
       if (last) this.freeHead = nxt;
       else i = nxt;
     }
-    this.numFree -= n;
     return this.makeAvailable(head, n, token);
   }
 
   private commitIndirect(token: number): number {
-    const area = this.o.indirectArea;
-    const c = this.chain;
-    const n = c.count;
-    if (area === undefined || n > area.entries || this.numFree < 1) return -1;
+    if (this.numFree < 1) return -1;
     const head = this.freeHead;
+    const table = this.writeIndirect(head, true);
+    if (table < 0) return -1;
     this.freeHead = this.next[head] as number;
-    this.numFree--;
-    const table = area.addr + head * area.entries * 16;
-    const t = this.mem.view(table, n * 16);
-    const dv = new DataView(t.buffer, t.byteOffset, t.byteLength);
-    for (let s = 0; s < n; s++) {
-      const last = s === n - 1;
-      const a = c.addr[s] as number;
-      dv.setUint32(s * 16, a % 0x1_0000_0000, true);
-      dv.setUint32(s * 16 + 4, Math.floor(a / 0x1_0000_0000), true);
-      dv.setUint32(s * 16 + 8, c.len[s] as number, true);
-      dv.setUint16(s * 16 + 12, (last ? 0 : VIRTQ_DESC_F_NEXT) | (c.writable[s] === 1 ? VIRTQ_DESC_F_WRITE : 0), true);
-      dv.setUint16(s * 16 + 14, last ? 0 : s + 1, true);
-    }
-    this.writeDesc(head, table, n * 16, VIRTQ_DESC_F_INDIRECT, 0);
+    this.writeDesc(head, table, this.chain.count * 16, VIRTQ_DESC_F_INDIRECT, 0);
     return this.makeAvailable(head, 1, token);
   }
 
   private makeAvailable(head: number, descs: number, token: number): number {
-    this.token[head] = token;
-    this.chainDescs[head] = descs;
-    this.outstanding[head] = 1;
     this.v.avail[2 + (this.availIdx & this.mask)] = head;
     this.availIdx = (this.availIdx + 1) & 0xffff;
-    this.order.push(head);
-    this.stats.added++;
-    this.chain.begin();
+    this.markAvailable(head, token, descs);
     return head;
   }
 
@@ -151,54 +95,37 @@ export class SplitDriver implements DriverQueue {
     if (old === now) return false;
     Atomics.store(this.v.avail, 1, now); // release: ring entries before the index
     this.publishedAvail = now;
-    const kick =
+    return this.countKick(
       this.o.eventIdx === true
         ? needEvent(Atomics.load(this.v.used16, 2 + 4 * this.size), now, old) // avail_event
-        : (Atomics.load(this.v.used16, 0) & VIRTQ_USED_F_NO_NOTIFY) === 0;
-    if (kick) {
-      this.stats.kicks++;
-      this.o.onKick?.();
-    } else this.stats.kicksSuppressed++;
-    return kick;
+        : (Atomics.load(this.v.used16, 0) & VIRTQ_USED_F_NO_NOTIFY) === 0,
+    );
   }
 
   popUsed(): number {
-    if (this.batchLeft > 0) return this.takeFromBatch();
+    if (this.batchLeft > 0) return this.release(this.nextInBatch());
     if (Atomics.load(this.v.used16, 1) === this.lastUsed) return -1;
     const slot = this.lastUsed & this.mask;
     const id = this.v.used32[1 + slot * 2] as number;
     const len = this.v.used32[2 + slot * 2] as number;
     this.lastUsed = (this.lastUsed + 1) & 0xffff;
-    if (id >= this.size || this.outstanding[id] !== 1) {
-      throw new DriverError(`device returned used id ${id}, which is not an outstanding chain (queue size ${this.size})`);
-    }
+    this.checkUsed(id);
     if (this.o.inOrder === true) {
-      // VIRTIO 1.2 §2.7, "In-order use of descriptors": one used entry may stand for every buffer up to it.
-      this.batchLeft = this.order.countThrough(id);
-      this.batchLen = len;
-      return this.takeFromBatch();
+      this.startBatch(id, len);
+      return this.release(this.nextInBatch());
     }
     this.usedLen = len;
     return this.release(id);
   }
 
-  private takeFromBatch(): number {
-    this.batchLeft--;
-    this.usedLen = this.batchLen; // only the last of a batch has a meaningful length
-    return this.release(this.order.at(0));
-  }
-
+  /** Puts buffer `id`'s descriptors back on the free list. */
   private release(id: number): number {
-    this.order.remove(id);
-    const descs = this.chainDescs[id] as number;
+    const descs = this.held[id] as number;
     let tail = id;
     for (let s = 1; s < descs; s++) tail = this.next[tail] as number;
     this.next[tail] = this.freeHead;
     this.freeHead = id;
-    this.numFree += descs;
-    this.outstanding[id] = 0;
-    this.stats.reaped++;
-    return this.token[id] as number;
+    return this.retire(id);
   }
 
   disableInterrupts(): void {

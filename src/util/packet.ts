@@ -103,11 +103,21 @@ export function parseArp(frame: Uint8Array): ArpFrame | null {
   };
 }
 
-export interface Ipv4Packet {
+/** Who an IPv4 frame is from and to: Ethernet and IPv4 addresses. */
+export interface Ipv4Addresses {
   srcMac: Uint8Array;
   dstMac: Uint8Array;
   src: number;
   dst: number;
+}
+
+/** A UDP or TCP segment's ports. */
+export interface Ports {
+  srcPort: number;
+  dstPort: number;
+}
+
+export interface Ipv4Packet extends Ipv4Addresses {
   protocol: number;
   /** Transport header and data. */
   payload: Uint8Array;
@@ -134,13 +144,24 @@ export function buildIpv4(p: Ipv4Packet): Uint8Array {
   return out;
 }
 
-export interface UdpOptions {
-  srcMac: Uint8Array;
-  dstMac: Uint8Array;
-  src: number;
-  dst: number;
-  srcPort: number;
-  dstPort: number;
+/** A transport segment in an IPv4 frame for `a`'s addresses (no TTL or id of its own). */
+function wrapIpv4(a: Ipv4Addresses, protocol: number, payload: Uint8Array): Uint8Array {
+  return buildIpv4({ srcMac: a.srcMac, dstMac: a.dstMac, src: a.src, dst: a.dst, protocol, payload });
+}
+
+/**
+ * Starts a UDP or TCP segment of `length` bytes with its ports, and returns
+ * it with a view and the pseudo-header sum its checksum starts from.
+ */
+function startSegment(p: Ipv4Addresses & Ports, protocol: number, length: number): { seg: Uint8Array; dv: DataView; pseudo: number } {
+  const seg = new Uint8Array(length);
+  const dv = new DataView(seg.buffer);
+  dv.setUint16(0, p.srcPort);
+  dv.setUint16(2, p.dstPort);
+  return { seg, dv, pseudo: pseudoHeaderSum(p.src, p.dst, protocol, length) };
+}
+
+export interface UdpOptions extends Ipv4Addresses, Ports {
   data: Uint8Array;
   /** 'full' (default), 'none' (0), or 'partial': only the pseudo-header sum, for NEEDS_CSUM. */
   checksum?: 'full' | 'none' | 'partial';
@@ -149,13 +170,9 @@ export interface UdpOptions {
 /** An Ethernet/IPv4/UDP frame. */
 export function buildUdp(u: UdpOptions): Uint8Array {
   const len = 8 + u.data.length;
-  const payload = new Uint8Array(len);
-  const dv = new DataView(payload.buffer);
-  dv.setUint16(0, u.srcPort);
-  dv.setUint16(2, u.dstPort);
+  const { seg: payload, dv, pseudo } = startSegment(u, IPPROTO_UDP, len);
   dv.setUint16(4, len);
   payload.set(u.data, 8);
-  const pseudo = pseudoHeaderSum(u.src, u.dst, IPPROTO_UDP, len);
   const mode = u.checksum ?? 'full';
   if (mode === 'full') {
     const c = internetChecksum(payload, 0, len, pseudo);
@@ -163,7 +180,7 @@ export function buildUdp(u: UdpOptions): Uint8Array {
   } else if (mode === 'partial') {
     dv.setUint16(6, pseudo);
   }
-  return buildIpv4({ srcMac: u.srcMac, dstMac: u.dstMac, src: u.src, dst: u.dst, protocol: IPPROTO_UDP, payload });
+  return wrapIpv4(u, IPPROTO_UDP, payload);
 }
 
 /** An ICMP echo request (type 8) or reply (type 0). */
@@ -180,11 +197,7 @@ export function buildIcmpEcho(
   return buildIpv4({ ...p, protocol: IPPROTO_ICMP, payload });
 }
 
-export interface ParsedIpv4 {
-  dstMac: Uint8Array;
-  srcMac: Uint8Array;
-  src: number;
-  dst: number;
+export interface ParsedIpv4 extends Ipv4Addresses {
   protocol: number;
   headerLength: number;
   totalLength: number;
@@ -213,13 +226,36 @@ export function parseIpv4(frame: Uint8Array): ParsedIpv4 | null {
   };
 }
 
-export interface ParsedUdp extends ParsedIpv4 {
-  srcPort: number;
-  dstPort: number;
+/** What every parsed transport segment has: its data, and whether its checksum holds. */
+export interface ParsedSegment extends ParsedIpv4 {
   data: Uint8Array;
-  checksum: number;
-  /** True when the checksum is 0 (absent) or verifies. */
   checksumOk: boolean;
+}
+
+/** The transport part of an IPv4 frame: where it starts and ends, and a view of the frame. */
+interface Transport {
+  ip: ParsedIpv4;
+  o: number;
+  end: number;
+  dv: DataView;
+}
+
+/**
+ * The transport part of an IPv4 frame carrying `protocol`, ending where the
+ * IPv4 total length says and at least `minLength` long; null otherwise.
+ */
+function transportOf(frame: Uint8Array, protocol: number, minLength: number): Transport | null {
+  const ip = parseIpv4(frame);
+  if (ip === null || ip.protocol !== protocol) return null;
+  const o = ip.l4Offset;
+  const end = ETH_HLEN + ip.totalLength;
+  if (frame.length < end || end < o + minLength) return null;
+  return { ip, o, end, dv: new DataView(frame.buffer, frame.byteOffset, frame.byteLength) };
+}
+
+/** checksumOk: the checksum is 0 (absent) or verifies. */
+export interface ParsedUdp extends ParsedSegment, Ports {
+  checksum: number;
 }
 
 export function parseUdp(frame: Uint8Array): ParsedUdp | null {
@@ -242,21 +278,16 @@ export function parseUdp(frame: Uint8Array): ParsedUdp | null {
   };
 }
 
-export interface ParsedIcmpEcho extends ParsedIpv4 {
+export interface ParsedIcmpEcho extends ParsedSegment {
   type: number;
   ident: number;
   seq: number;
-  data: Uint8Array;
-  checksumOk: boolean;
 }
 
 export function parseIcmpEcho(frame: Uint8Array): ParsedIcmpEcho | null {
-  const ip = parseIpv4(frame);
-  if (ip === null || ip.protocol !== IPPROTO_ICMP) return null;
-  const o = ip.l4Offset;
-  const end = ETH_HLEN + ip.totalLength;
-  if (frame.length < end || end < o + 8) return null;
-  const dv = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+  const t = transportOf(frame, IPPROTO_ICMP, 8);
+  if (t === null) return null;
+  const { ip, o, end, dv } = t;
   const type = frame[o] ?? 255;
   if (type !== 0 && type !== 8) return null;
   return {
@@ -297,13 +328,7 @@ export const TCP_RST = 0x04;
 export const TCP_PSH = 0x08;
 export const TCP_ACK = 0x10;
 
-export interface TcpOptions {
-  srcMac: Uint8Array;
-  dstMac: Uint8Array;
-  src: number;
-  dst: number;
-  srcPort: number;
-  dstPort: number;
+export interface TcpOptions extends Ipv4Addresses, Ports {
   seq: number;
   ack: number;
   flags: number;
@@ -320,10 +345,7 @@ export function buildTcp(t: TcpOptions): Uint8Array {
   const opts = t.options ?? new Uint8Array(0);
   const data = t.data ?? new Uint8Array(0);
   const hlen = 20 + opts.length;
-  const seg = new Uint8Array(hlen + data.length);
-  const dv = new DataView(seg.buffer);
-  dv.setUint16(0, t.srcPort);
-  dv.setUint16(2, t.dstPort);
+  const { seg, dv, pseudo } = startSegment(t, IPPROTO_TCP, hlen + data.length);
   dv.setUint32(4, t.seq >>> 0);
   dv.setUint32(8, t.ack >>> 0);
   seg[12] = (hlen / 4) << 4;
@@ -331,29 +353,21 @@ export function buildTcp(t: TcpOptions): Uint8Array {
   dv.setUint16(14, t.window);
   seg.set(opts, 20);
   seg.set(data, hlen);
-  const pseudo = pseudoHeaderSum(t.src, t.dst, IPPROTO_TCP, seg.length);
   dv.setUint16(16, t.checksum === 'partial' ? pseudo : internetChecksum(seg, 0, seg.length, pseudo));
-  return buildIpv4({ srcMac: t.srcMac, dstMac: t.dstMac, src: t.src, dst: t.dst, protocol: IPPROTO_TCP, payload: seg });
+  return wrapIpv4(t, IPPROTO_TCP, seg);
 }
 
-export interface ParsedTcp extends ParsedIpv4 {
-  srcPort: number;
-  dstPort: number;
+export interface ParsedTcp extends ParsedSegment, Ports {
   seq: number;
   ack: number;
   flags: number;
   window: number;
-  data: Uint8Array;
-  checksumOk: boolean;
 }
 
 export function parseTcp(frame: Uint8Array): ParsedTcp | null {
-  const ip = parseIpv4(frame);
-  if (ip === null || ip.protocol !== IPPROTO_TCP) return null;
-  const o = ip.l4Offset;
-  const end = ETH_HLEN + ip.totalLength;
-  if (frame.length < end || end < o + 20) return null;
-  const dv = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+  const t = transportOf(frame, IPPROTO_TCP, 20);
+  if (t === null) return null;
+  const { ip, o, end, dv } = t;
   const hlen = ((frame[o + 12] ?? 0) >>> 4) * 4;
   if (hlen < 20 || o + hlen > end) return null;
   const len = end - o;

@@ -2,7 +2,6 @@
 // both ways, wrap counters instead of indices, event suppression structures
 // in the driver and device areas.
 import {
-  MAX_QUEUE_SIZE,
   RING_EVENT_FLAGS_DESC,
   RING_EVENT_FLAGS_DISABLE,
   RING_EVENT_FLAGS_ENABLE,
@@ -12,9 +11,10 @@ import {
   VIRTQ_DESC_F_USED,
   VIRTQ_DESC_F_WRITE,
 } from './constants.js';
-import { ChainFault, chainCapacity, chainFaultTier, DescriptorChain, maxIndirectEntries, Pop } from './descriptor-chain.js';
+import { ChainFault, Pop, type DescriptorChain } from './descriptor-chain.js';
+import { DeviceRing, requireAligned, requireQueueSize } from './device-ring.js';
 import { u64, type GuestMemory } from './guest-memory.js';
-import { QueueConfigError, type DeviceQueue, type QueueAddresses, type QueueFeatures, type QueueStats } from './queue.js';
+import type { DeviceQueue, QueueAddresses, QueueFeatures } from './queue.js';
 import { packedDescState, packedViews } from './ring-views.js';
 
 /**
@@ -33,51 +33,61 @@ export function foldPosition(size: number, index: number, wrap: number): number 
   return wrap === 1 ? index : index + size;
 }
 
-export class PackedQueue implements DeviceQueue {
+/** One side's notification state on a packed ring: where it was at its last decision, and what that read. */
+export interface PackedSignal {
+  /** This side's folded position at the last decision. */
+  last: number;
+  /** The other side's event flags (§2.8: ENABLE, DISABLE or DESC). */
+  flags: number;
+  /** The other side's off_wrap when the decision compared against it (flags DESC with EVENT_IDX), else -1. */
+  offWrap: number;
+}
+
+/**
+ * The packed ring's notification decision, the same both ways (§2.8, "Event
+ * Suppression Structure Format"): this side has moved to (index, wrap); must
+ * the other side hear of it, per its event suppression area `area` (off_wrap,
+ * flags)? -1 when nothing moved since the last decision (none is made), else
+ * 1 (yes) or 0 (no), with `s` updated.
+ */
+export function packedDecide(size: number, index: number, wrap: number, area: Uint16Array, eventIdx: boolean, s: PackedSignal): number {
+  const next = foldPosition(size, index, wrap);
+  const old = s.last;
+  if (next === old) return -1;
+  s.last = next;
+  const flags = Atomics.load(area, 1) & 3;
+  s.flags = flags;
+  s.offWrap = -1;
+  if (flags === RING_EVENT_FLAGS_DISABLE) return 0;
+  if (flags !== RING_EVENT_FLAGS_DESC || !eventIdx) return 1;
+  const offWrap = Atomics.load(area, 0);
+  s.offWrap = offWrap;
+  return packedNeedEvent(size, offWrap, next, old) ? 1 : 0;
+}
+
+export class PackedQueue extends DeviceRing implements DeviceQueue {
   readonly layout = 'packed';
-  readonly size: number;
-  readonly mem: GuestMemory;
-  readonly features: QueueFeatures;
-  readonly addresses: QueueAddresses;
-  readonly stats: QueueStats = { chains: 0, badChains: 0, notificationsSent: 0, notificationsSuppressed: 0 };
-  broken = false;
-  brokenReason: number = ChainFault.NONE;
   nextAvail = 0;
   availWrap = 1;
   usedIdx = 0;
   usedWrap = 1;
-  /** Folded used position at the last notification decision. */
-  protected signalled = 0;
-  /** What the last notification decision read from the driver: its event flags, and off_wrap when compared (else -1). */
-  protected decidedFlags = 0;
-  protected decidedOffWrap = -1;
+  /** The used position at the last notification decision, and what it read from the driver's event area. */
+  protected readonly signal: PackedSignal = { last: 0, flags: 0, offWrap: -1 };
   private readonly desc32: Uint32Array;
   private readonly desc16: Uint16Array;
   /** Driver event suppression: off_wrap, flags. */
   private readonly driverEvent: Uint16Array;
   /** Device event suppression: off_wrap, flags. */
   private readonly deviceEvent: Uint16Array;
-  private readonly views: DataView[];
 
   constructor(mem: GuestMemory, a: QueueAddresses, features: QueueFeatures) {
-    const n = a.size;
     // VIRTIO 1.2 §2.8: any size up to 32768; descriptor ring 16-byte aligned, event areas 4-byte aligned.
-    if (!Number.isInteger(n) || n < 1 || n > MAX_QUEUE_SIZE) {
-      throw new QueueConfigError(`packed queue size must be an integer from 1 to ${MAX_QUEUE_SIZE}, got ${n}`);
-    }
-    if (a.desc % 16 !== 0) throw new QueueConfigError(`descriptor ring 0x${a.desc.toString(16)} is not 16-byte aligned`);
-    if (a.driver % 4 !== 0) throw new QueueConfigError(`driver area 0x${a.driver.toString(16)} is not 4-byte aligned`);
-    if (a.device % 4 !== 0) throw new QueueConfigError(`device area 0x${a.device.toString(16)} is not 4-byte aligned`);
-    this.mem = mem;
-    this.size = n;
-    this.features = { ...features };
-    this.addresses = { ...a };
+    requireQueueSize('packed', a.size);
+    requireAligned(a.desc, 16, 'descriptor ring');
+    requireAligned(a.driver, 4, 'driver area');
+    requireAligned(a.device, 4, 'device area');
+    super(mem, a, features);
     ({ desc32: this.desc32, desc16: this.desc16, driverEvent: this.driverEvent, deviceEvent: this.deviceEvent } = packedViews(mem, a));
-    this.views = mem.regions.map((r) => new DataView(r.bytes.buffer, r.bytes.byteOffset, r.bytes.byteLength));
-  }
-
-  newChain(): DescriptorChain {
-    return new DescriptorChain(chainCapacity(this.size));
   }
 
   private isAvailable(i: number, wrap: number): boolean {
@@ -131,20 +141,15 @@ export class PackedQueue implements DeviceQueue {
     this.stats.chains++;
     if (id >= this.size) return this.breakRing(chain, ChainFault.BUFFER_ID_OUT_OF_RANGE);
     if (fault === ChainFault.NONE) return Pop.CHAIN;
-    chain.fault = fault;
-    if (chainFaultTier(fault) === 2) return this.breakRing(chain, fault);
-    this.stats.badChains++;
-    return Pop.BAD_CHAIN;
+    return this.faulted(chain, fault);
   }
 
   // §2.8, "Indirect Flag: Scatter-Gather Support": an indirect table holds packed descriptors used in order; NEXT and ids there are ignored.
   private walkIndirect(chain: DescriptorChain, addr: number, len: number): number {
-    if (len === 0 || len % 16 !== 0 || len / 16 > maxIndirectEntries(this.size)) return ChainFault.INDIRECT_BAD_LENGTH;
-    const r = addr < 0 ? -1 : this.mem.regionOf(addr, len);
-    if (r < 0) return ChainFault.BUFFER_OUT_OF_MEMORY;
-    chain.indirect = true;
+    const r = this.indirectTable(chain, addr, len);
+    if (r < 0) return -r;
     const dv = this.views[r] as DataView;
-    const base = addr - this.mem.regions[r]!.gpa;
+    const base = this.tableOffset;
     for (let i = 0; i < len / 16; i++) {
       const o = base + i * 16;
       const flags = dv.getUint16(o + 14, true);
@@ -154,13 +159,6 @@ export class PackedQueue implements DeviceQueue {
       if (fault !== ChainFault.NONE) return fault;
     }
     return ChainFault.NONE;
-  }
-
-  private breakRing(chain: DescriptorChain, fault: number): number {
-    chain.fault = fault;
-    this.broken = true;
-    this.brokenReason = fault;
-    return Pop.BROKEN;
   }
 
   addUsed(id: number, len: number, slots: number): void {
@@ -179,23 +177,8 @@ export class PackedQueue implements DeviceQueue {
   }
 
   flushUsed(): boolean {
-    const next = foldPosition(this.size, this.usedIdx, this.usedWrap);
-    const old = this.signalled;
-    if (next === old) return false;
-    this.signalled = next;
-    const flags = Atomics.load(this.driverEvent, 1) & 3;
-    let notify: boolean;
-    let offWrap = -1;
-    if (flags === RING_EVENT_FLAGS_DISABLE) notify = false;
-    else if (flags === RING_EVENT_FLAGS_DESC && this.features.eventIdx) {
-      offWrap = Atomics.load(this.driverEvent, 0);
-      notify = packedNeedEvent(this.size, offWrap, next, old);
-    } else notify = true;
-    this.decidedFlags = flags;
-    this.decidedOffWrap = offWrap;
-    if (notify) this.stats.notificationsSent++;
-    else this.stats.notificationsSuppressed++;
-    return notify;
+    const d = packedDecide(this.size, this.usedIdx, this.usedWrap, this.driverEvent, this.features.eventIdx, this.signal);
+    return d >= 0 && this.counted(d === 1);
   }
 
   disableNotifications(): void {
@@ -228,7 +211,7 @@ export class PackedQueue implements DeviceQueue {
     const used = base >>> 16;
     this.usedIdx = used === 0 ? this.nextAvail : (used & 0x7fff) % this.size;
     this.usedWrap = used === 0 ? this.availWrap : (used >>> 15) & 1;
-    this.signalled = foldPosition(this.size, this.usedIdx, this.usedWrap);
+    this.signal.last = foldPosition(this.size, this.usedIdx, this.usedWrap);
   }
 
   getBase(): number {
@@ -249,8 +232,7 @@ export class PackedQueue implements DeviceQueue {
     this.availWrap = 1;
     this.usedIdx = 0;
     this.usedWrap = 1;
-    this.signalled = 0;
-    this.broken = false;
-    this.brokenReason = ChainFault.NONE;
+    this.signal.last = 0;
+    this.repair();
   }
 }

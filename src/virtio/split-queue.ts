@@ -1,32 +1,25 @@
 // Split virtqueue, device side (VIRTIO 1.2 §2.7). Validated once when it
 // becomes ready, then served from typed-array views cached at activation.
 import {
-  MAX_QUEUE_SIZE,
   VIRTQ_AVAIL_F_NO_INTERRUPT,
   VIRTQ_DESC_F_INDIRECT,
   VIRTQ_DESC_F_NEXT,
   VIRTQ_DESC_F_WRITE,
   VIRTQ_USED_F_NO_NOTIFY,
 } from './constants.js';
-import { ChainFault, chainCapacity, chainFaultTier, DescriptorChain, maxIndirectEntries, Pop } from './descriptor-chain.js';
+import { ChainFault, Pop, type DescriptorChain } from './descriptor-chain.js';
+import { DeviceRing, requireAligned, requireQueueSize } from './device-ring.js';
 import { u64, type GuestMemory } from './guest-memory.js';
 import { splitViews } from './ring-views.js';
-import { QueueConfigError, type DeviceQueue, type QueueAddresses, type QueueFeatures, type QueueStats } from './queue.js';
+import type { DeviceQueue, QueueAddresses, QueueFeatures } from './queue.js';
 
 /** vring_need_event (§2.7, "Used Buffer Notification Suppression"): did [old, new) cross event? 16-bit arithmetic. */
 export function needEvent(event: number, newIdx: number, old: number): boolean {
   return ((newIdx - event - 1) & 0xffff) < ((newIdx - old) & 0xffff);
 }
 
-export class SplitQueue implements DeviceQueue {
+export class SplitQueue extends DeviceRing implements DeviceQueue {
   readonly layout = 'split';
-  readonly size: number;
-  readonly mem: GuestMemory;
-  readonly features: QueueFeatures;
-  readonly addresses: QueueAddresses;
-  readonly stats: QueueStats = { chains: 0, badChains: 0, notificationsSent: 0, notificationsSuppressed: 0 };
-  broken = false;
-  brokenReason: number = ChainFault.NONE;
   /** Next available ring entry to read (last_avail_idx), free-running 16-bit. */
   nextAvail = 0;
   /** Next used ring entry to write, free-running 16-bit. */
@@ -41,29 +34,17 @@ export class SplitQueue implements DeviceQueue {
   protected readonly avail: Uint16Array;
   private readonly used16: Uint16Array;
   private readonly used32: Uint32Array;
-  private readonly views: DataView[];
 
   /** Validates the configuration (§2.7: size a power of 2, alignments, rings in memory); throws QueueConfigError. */
   constructor(mem: GuestMemory, a: QueueAddresses, features: QueueFeatures) {
-    const n = a.size;
-    if (!Number.isInteger(n) || n < 1 || n > MAX_QUEUE_SIZE || (n & (n - 1)) !== 0) {
-      throw new QueueConfigError(`split queue size must be a power of 2 from 1 to ${MAX_QUEUE_SIZE}, got ${n}`);
-    }
+    requireQueueSize('split', a.size);
     // VIRTIO 1.2 §2.7: alignment 16 for the descriptor table, 2 for the available ring, 4 for the used ring.
-    if (a.desc % 16 !== 0) throw new QueueConfigError(`descriptor table 0x${a.desc.toString(16)} is not 16-byte aligned`);
-    if (a.driver % 2 !== 0) throw new QueueConfigError(`available ring 0x${a.driver.toString(16)} is not 2-byte aligned`);
-    if (a.device % 4 !== 0) throw new QueueConfigError(`used ring 0x${a.device.toString(16)} is not 4-byte aligned`);
-    this.mem = mem;
-    this.size = n;
-    this.mask = n - 1;
-    this.features = { ...features };
-    this.addresses = { ...a };
+    requireAligned(a.desc, 16, 'descriptor table');
+    requireAligned(a.driver, 2, 'available ring');
+    requireAligned(a.device, 4, 'used ring');
+    super(mem, a, features);
+    this.mask = a.size - 1;
     ({ desc32: this.desc32, desc16: this.desc16, avail: this.avail, used16: this.used16, used32: this.used32 } = splitViews(mem, a));
-    this.views = mem.regions.map((r) => new DataView(r.bytes.buffer, r.bytes.byteOffset, r.bytes.byteLength));
-  }
-
-  newChain(): DescriptorChain {
-    return new DescriptorChain(chainCapacity(this.size));
   }
 
   hasAvailable(): boolean {
@@ -84,10 +65,7 @@ export class SplitQueue implements DeviceQueue {
     const fault = this.walk(chain, head);
     this.stats.chains++;
     if (fault === ChainFault.NONE) return Pop.CHAIN;
-    chain.fault = fault;
-    if (chainFaultTier(fault) === 2) return this.breakRing(chain, fault);
-    this.stats.badChains++;
-    return Pop.BAD_CHAIN;
+    return this.faulted(chain, fault);
   }
 
   // Walks the chain from `head`, direct descriptors then at most one indirect
@@ -118,13 +96,11 @@ export class SplitQueue implements DeviceQueue {
   }
 
   private walkIndirect(chain: DescriptorChain, addr: number, len: number): number {
-    if (len === 0 || len % 16 !== 0 || len / 16 > maxIndirectEntries(this.size)) return ChainFault.INDIRECT_BAD_LENGTH;
-    const r = addr < 0 ? -1 : this.mem.regionOf(addr, len);
-    if (r < 0) return ChainFault.BUFFER_OUT_OF_MEMORY;
-    chain.indirect = true;
+    const r = this.indirectTable(chain, addr, len);
+    if (r < 0) return -r;
     const count = len / 16;
     const dv = this.views[r] as DataView;
-    const base = addr - this.mem.regions[r]!.gpa;
+    const base = this.tableOffset;
     let i = 0;
     let left = count; // a walk inside the table visits each entry at most once
     for (;;) {
@@ -140,13 +116,6 @@ export class SplitQueue implements DeviceQueue {
       i = dv.getUint16(o + 14, true);
       if (i >= count) return ChainFault.INDEX_OUT_OF_RANGE;
     }
-  }
-
-  private breakRing(chain: DescriptorChain, fault: number): number {
-    chain.fault = fault;
-    this.broken = true;
-    this.brokenReason = fault;
-    return Pop.BROKEN;
   }
 
   addUsed(id: number, len: number, _slots: number): void {
@@ -173,9 +142,7 @@ export class SplitQueue implements DeviceQueue {
       notify = (seen & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
     }
     this.decidedOn = seen;
-    if (notify) this.stats.notificationsSent++;
-    else this.stats.notificationsSuppressed++;
-    return notify;
+    return this.counted(notify);
   }
 
   disableNotifications(): void {
@@ -214,7 +181,6 @@ export class SplitQueue implements DeviceQueue {
     this.nextAvail = 0;
     this.usedIdx = 0;
     this.signalledUsed = 0;
-    this.broken = false;
-    this.brokenReason = ChainFault.NONE;
+    this.repair();
   }
 }

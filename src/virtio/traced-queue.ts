@@ -102,11 +102,12 @@ export class TracedPackedQueue extends PackedQueue {
   }
 
   override flushUsed(): boolean {
-    const old = this.signalled;
+    const s = this.signal;
+    const old = s.last;
     const send = super.flushUsed();
-    if (this.signalled === old) return send; // nothing new published: no decision was made
+    if (s.last === old) return send; // nothing new published: no decision was made
     const t = this.traceTarget;
-    const offWrap = this.decidedOffWrap;
+    const offWrap = s.offWrap;
     const byIndex = offWrap >= 0;
     t.tracer.emit({
       type: 'notify_decision',
@@ -114,8 +115,8 @@ export class TracedPackedQueue extends PackedQueue {
       layout: 'packed',
       mode: byIndex ? 'event_idx' : 'flags',
       old,
-      new: this.signalled,
-      flags: this.decidedFlags,
+      new: s.last,
+      flags: s.flags,
       ...(byIndex ? { eventOffset: offWrap & 0x7fff, eventWrap: offWrap >>> 15 } : {}),
       usedWrap: this.usedWrap,
       send,
