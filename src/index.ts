@@ -50,6 +50,7 @@ export { MmioDeviceHandle } from './driver/mmio-handle.js';
 export type { MmioBus } from './driver/mmio-handle.js';
 export { VhostUserBackend } from './transport/vhost-user/backend.js';
 export type { VhostUserBackendOptions } from './transport/vhost-user/backend.js';
+export type { BackendChannelStats } from './transport/vhost-user/backend-channel.js';
 export type { VhostUserDevice } from './transport/vhost-user/device.js';
 export { vhostUserNetDevice } from './cli/vhost-user-device.js';
 export type { VhostUserNetDeviceOptions } from './cli/vhost-user-device.js';

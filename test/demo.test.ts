@@ -112,6 +112,34 @@ describe('the command line', () => {
     }
   });
 
+  it('vhost-user: a bad --features, --mtu, --offloads, --queues or --rate-limit-* value is one line naming it, exit 2', () => {
+    const base = ['vhost-user', '--socket', '/nonexistent/vu.sock', '--tap', 'vtbad0'];
+    const cases: [string[], RegExp][] = [
+      [['--features', '-RING_PACKED,MRG_RXBUF'], /^virtio-tap: --features takes \+NAME or -NAME, .* got "MRG_RXBUF" in "-RING_PACKED,MRG_RXBUF"$/],
+      [['--features', '+WARP_DRIVE'], /^virtio-tap: --features .* got "\+WARP_DRIVE"/],
+      [['--features', '-VERSION_1'], /^virtio-tap: --features cannot take -VERSION_1/],
+      [['--mtu', '67'], /^virtio-tap: --mtu must be an integer from 68 to 65535, got "67"$/],
+      [['--mtu', '9000x'], /^virtio-tap: --mtu must be .*, got "9000x"$/],
+      [['--offloads', 'maybe'], /^virtio-tap: --offloads must be on or off, got "maybe"$/],
+      [['--queues', '0'], /^virtio-tap: --queues must be an integer from 1 to 64, got "0"$/],
+      [['--rate-limit-tx', 'fast'], /^virtio-tap: --rate-limit-tx must be bytes per second .*, got "fast"$/],
+      [['--rate-limit-rx', '0'], /^virtio-tap: --rate-limit-rx must be bytes per second .*, got "0"$/],
+    ];
+    for (const [flags, line] of cases) {
+      const r = cli(...base, ...flags);
+      expect(r.status, flags.join(' ')).toBe(2);
+      expect(r.stderr.trim().split('\n').length, r.stderr).toBe(1);
+      expect(r.stderr.trim()).toMatch(line);
+    }
+  });
+
+  it('help lists the vhost-user switches and SIGUSR1', () => {
+    const r = cli('help');
+    for (const s of ['--features LIST', '--mtu N', '--offloads on|off', '--rate-limit-tx BYTES_PER_S', '--rate-limit-rx BYTES_PER_S', '--queues N', 'SIGUSR1']) {
+      expect(r.stdout).toContain(s);
+    }
+  });
+
   it('rejects an unknown flag and an unknown command', () => {
     const a = cli('demo', '--frobnicate');
     expect(a.status).toBe(2);

@@ -129,7 +129,7 @@ describe('vhost-user backend', () => {
       expect(logs.some((l) => l.includes('ring 99 out of range'))).toBe(true);
       // The connection still answers.
       const r = await fe.request(Req.GET_QUEUE_NUM);
-      expect(new DataView(r.payload.buffer, r.payload.byteOffset, 8).getBigUint64(0, true)).toBe(2n);
+      expect(new DataView(r.payload.buffer, r.payload.byteOffset, 8).getBigUint64(0, true)).toBe(3n); // a pair and the control queue
     } finally {
       fe.close();
     }
@@ -229,7 +229,8 @@ describePrivileged('virtio-tap vhost-user (the command)', () => {
     const pcap = join(dir, 'vu.pcapng');
     const root = resolve(import.meta.dirname, '..');
     const cli = ['src/cli/main.ts', 'vhost-user', '--socket', socket, '--tap', 'vtvu0', '--trace', '--pcap', pcap];
-    const child = spawn(process.execPath, [join(root, 'node_modules', 'tsx', 'dist', 'cli.mjs'), ...cli], {
+    // One process (tsx's loader, not its cli, which relays SIGINT and SIGTERM only): SIGUSR1 must reach the command.
+    const child = spawn(process.execPath, ['--import', 'tsx', ...cli], {
       cwd: root,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -253,6 +254,10 @@ describePrivileged('virtio-tap vhost-user (the command)', () => {
         if (a !== null && a.op === 2) reply = a;
       };
       await until(() => reply !== null, 3000);
+      // SIGUSR1: the device runs the control queue (the driver acked CTRL_VQ) and GUEST_ANNOUNCE, so it asks.
+      child.kill('SIGUSR1');
+      await until(() => out.includes('SIGUSR1: '), 3000);
+      expect(out).toContain('SIGUSR1: asked the guest to announce itself');
       fe.close();
       child.kill('SIGTERM');
       const code = await new Promise<number | null>((r) => child.once('exit', r));

@@ -4,26 +4,8 @@ import { parseArgs, styleText } from 'node:util';
 
 import { runDemo, type DemoLog } from '../demo/demo.js';
 import { runTour } from '../tour/present.js';
-import { Link } from '../tap/link.js';
-import { Tap } from '../tap/tap.js';
-import { VhostUserBackend } from '../transport/vhost-user/backend.js';
-import { vhostUserNetDevice } from './vhost-user-device.js';
-import { PcapWriter } from '../net/pcap.js';
-import { TraceSink } from '../trace/sink.js';
-
-const SEE_INSIDE = {
-  trace: { type: 'boolean', default: false },
-  'trace-json': { type: 'boolean', default: false },
-  'trace-file': { type: 'string' },
-  pcap: { type: 'string' },
-} as const;
-
-/** The trace the flags ask for, or null. */
-function traceFrom(values: { trace?: boolean; 'trace-json'?: boolean; 'trace-file'?: string | undefined }): TraceSink | null {
-  const json = values['trace-json'] === true;
-  if (values.trace !== true && !json && values['trace-file'] === undefined) return null;
-  return new TraceSink(json ? 'json' : 'text', values['trace-file']);
-}
+import { traceFrom, vhostUserCommand } from './vhost-user-command.js';
+import { SEE_INSIDE } from './vhost-user-flags.js';
 
 const USAGE = `usage: virtio-tap <command> [options]
 
@@ -41,17 +23,32 @@ commands:
            --trace-json      the same as JSON lines
            --trace-file PATH write the trace there instead of stderr
            --pcap FILE       write every frame crossing the device to a pcapng file
-  vhost-user   serve a QEMU guest's virtio-net device as a vhost-user back-end on a TAP
+  vhost-user   serve a virtio-net device as a vhost-user back-end on a TAP: to QEMU
+           (which runs the control queue and config space itself) or to a
+           front-end that hands over every queue (User-Mode Linux's virtio_uml)
            --socket PATH     the vhost-user socket
            --tap NAME        the TAP: attached to if it exists (a TAP you own needs no
                              privileges), created otherwise
-           --mac MAC         the device's MAC (QEMU's own config space governs the guest)
-           --client          connect to a QEMU that listens (reconnecting when it goes)
+           --mac MAC         the device's MAC (QEMU's own config space governs its guest)
+           --client          connect to a front-end that listens (reconnecting when it goes)
            --queues N        queue pairs (a multi-queue TAP, one fd per pair)
+           --mtu N           the MTU offered to the guest (MTU feature; default the TAP's)
+           --features LIST   feature switches over the defaults (everything on), e.g.
+                             -RING_PACKED,-MRG_RXBUF,+CTRL_VQ; names as VIRTIO 1.2 has them
+                             without VIRTIO_NET_F_ (VERSION_1, RING_PACKED, INDIRECT_DESC,
+                             EVENT_IDX, IN_ORDER, CSUM, GUEST_CSUM, HOST_TSO4, MQ, STATUS...)
+           --offloads on|off off: no checksum or segmentation offload either way
+                             (CSUM, GUEST_CSUM, *_TSO4/6, *_ECN, *_UFO, *_USO*); default on
+           --rate-limit-tx BYTES_PER_S   cap what the guest sends (k, M, G: powers of
+                             1000; bursts of a tenth of a second's bytes)
+           --rate-limit-rx BYTES_PER_S   cap what the guest receives, the same way
            --tx-timer MS     after a kick's frames are sent, keep kicks off and look
                              again MS later, until a look finds nothing: one wakeup
                              per MS for a burst, not one per frame (default 1; 0: off)
            --trace, --trace-json, --trace-file PATH, --pcap FILE   as for demo
+           The guest's link follows the TAP's (ip link set NAME down/up). Signals:
+           SIGINT, SIGTERM stop it; SIGUSR1 asks the guest to announce itself
+           (GUEST_ANNOUNCE, when the device runs the control queue)
   tour     walk one frame out of and one frame into the guest, step by step,
            showing the ring memory as it changes (no privileges needed)
            --split | --packed   one layout only (default both)
@@ -117,7 +114,7 @@ async function main(argv: string[]): Promise<number> {
       trace?.close();
     }
   }
-  if (command === 'vhost-user') return vhostUser(rest);
+  if (command === 'vhost-user') return vhostUserCommand(rest, log);
   if (command === 'tour') {
     const { values } = parseArgs({
       args: rest,
@@ -135,90 +132,12 @@ async function main(argv: string[]): Promise<number> {
   return 2;
 }
 
-/** The vhost-user command's flags, checked. */
-function vhostUserFlags(args: string[]) {
-  const { values } = parseArgs({
-    args,
-    options: {
-      socket: { type: 'string' },
-      tap: { type: 'string' },
-      mac: { type: 'string' },
-      client: { type: 'boolean', default: false },
-      queues: { type: 'string', default: '1' },
-      'tx-timer': { type: 'string', default: '1' },
-      ...SEE_INSIDE,
-    },
-  });
-  if (values.socket === undefined || values.tap === undefined) throw new TypeError('vhost-user needs --socket PATH and --tap NAME');
-  const queues = Number(values.queues);
-  if (!Number.isInteger(queues) || queues < 1 || queues > 64) throw new TypeError(`--queues must be an integer from 1 to 64, got "${values.queues}"`);
-  const txTimerMs = Number(values['tx-timer']);
-  if (!/^\d+$/.test(values['tx-timer']) || txTimerMs > 1000) {
-    throw new TypeError(`--tx-timer must be a whole number of milliseconds from 0 to 1000, got "${values['tx-timer']}"`);
-  }
-  return { ...values, socket: values.socket, tap: values.tap, queues, txTimerMs };
-}
-
-/** The TAP named: attached to if it exists, created otherwise; brought up when this user may. */
-function vhostUserTap(name: string, queues: number): Tap {
-  const tapOptions = { vnetHdr: true, queues, multiQueue: queues > 1 };
-  const tap = Link.exists(name) ? Tap.attach(name, tapOptions) : Tap.open({ name, ...tapOptions });
-  if (!tap.isUp) {
-    try {
-      tap.setUp();
-    } catch {
-      log.info(`${tap.name} is down and this user cannot bring it up: \`sudo ip link set ${tap.name} up\``);
-    }
-  }
-  return tap;
-}
-
-/** Resolves on the first SIGINT or SIGTERM. */
-function untilStopped(): Promise<void> {
-  return new Promise<void>((resolve) => {
-    const stop = (sig: string) => {
-      log.info(`${sig}: stopping`);
-      resolve();
-    };
-    process.once('SIGINT', () => stop('SIGINT'));
-    process.once('SIGTERM', () => stop('SIGTERM'));
-  });
-}
-
-async function vhostUser(args: string[]): Promise<number> {
-  const flags = vhostUserFlags(args);
-  // The capture file first: a path that cannot be written is refused before any TAP exists.
-  const capture = flags.pcap !== undefined ? new PcapWriter(flags.pcap) : null;
-  const trace = traceFrom(flags);
-  const tap = vhostUserTap(flags.tap, flags.queues);
-  const device = vhostUserNetDevice({
-    tap,
-    ...(trace !== null ? { trace: trace.tracer } : {}),
-    ...(capture !== null ? { capture } : {}),
-    ...(flags.mac !== undefined ? { mac: flags.mac } : {}),
-    txTimerMs: flags.txTimerMs,
-  });
-  const backend = new VhostUserBackend({ socketPath: flags.socket, device, client: flags.client === true, log: (l) => log.info(l) });
-  backend.on('error', (e: Error) => log.fail(e.message));
-  backend.start();
-  log.ok(`vhost-user back-end for ${tap.name} on ${flags.socket}${flags.client === true ? ' (client)' : ''}`);
-  await untilStopped();
-  backend.close();
-  tap.close();
-  trace?.close();
-  if (capture !== null) {
-    await capture.close();
-    log.ok(`wrote ${capture.frames} frames to ${capture.path}`);
-  }
-  return 0;
-}
-
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
     // Bad flags and other usage errors: one clear line, no stack.
     const e = err as { code?: string; message?: string };
-    console.error(`virtio-tap: ${e.message ?? String(err)}`);
+    console.error(`virtio-tap: ${(e.message ?? String(err)).split('\n')[0]}`);
     process.exit(2);
   },
 );

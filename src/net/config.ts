@@ -1,8 +1,42 @@
 // The network device's configuration space (VIRTIO 1.2 §5.1.4), laid out as
 // the driver reads it: little-endian, read-only to the driver.
+//
+// Read-only, because this device speaks VERSION_1 only: §5.1.4 gives a
+// VERSION_1 driver no field to write, and only the legacy interface let a
+// driver write mac (§5.1.4.3). Linux's virtio_net writes mac through config
+// only then (no VERSION_1, MAC without CTRL_MAC_ADDR); a VERSION_1 driver
+// sets its MAC with VIRTIO_NET_CTRL_MAC_ADDR_SET on the control queue.
 import { VIRTIO_NET_S_LINK_UP } from './constants.js';
 
 export const NET_CONFIG_SIZE = 24;
+
+/** The fields of struct virtio_net_config (§5.1.4) by their first byte. */
+const FIELDS: [number, string][] = [
+  [0, 'mac'],
+  [6, 'status'],
+  [8, 'max_virtqueue_pairs'],
+  [10, 'mtu'],
+  [12, 'speed'],
+  [16, 'duplex'],
+  [17, 'rss_max_key_size'],
+  [18, 'rss_max_indirection_table_length'],
+  [20, 'supported_hash_types'],
+];
+
+/** The field a byte offset falls in, or null past the last one. */
+export function configFieldAt(offset: number): string | null {
+  if (!Number.isInteger(offset) || offset < 0 || offset >= NET_CONFIG_SIZE) return null;
+  let name = 'mac';
+  for (const [at, n] of FIELDS) if (offset >= at) name = n;
+  return name;
+}
+
+/** Why a driver write of `length` bytes at `offset` is refused: every one is (see the top of this file). */
+export function configWriteRefusal(offset: number, length: number): string {
+  const field = configFieldAt(offset);
+  const what = field === null ? `bytes past the config space (${NET_CONFIG_SIZE} bytes)` : `${field} (${length} bytes at ${offset})`;
+  return `${what}: the network device's config space is read-only to a VERSION_1 driver (VIRTIO 1.2 §5.1.4)`;
+}
 
 export class NetConfig {
   readonly bytes = new Uint8Array(NET_CONFIG_SIZE);

@@ -3,16 +3,30 @@
 // served by TAP queue i (IFF_MULTI_QUEUE for N > 1), on this thread or in a
 // worker thread of its own; this file is the device itself: features,
 // configuration space, the control queue, offloads, pairs in use, link.
+//
+// Who runs the control queue: the device (the default), a transport's front-
+// end (controlElsewhere: QEMU's vhost-user net), or whichever the driver's
+// features say (controlIfNegotiated: the device's iff CTRL_VQ is acked). It
+// is virtqueue 2N with MQ negotiated and 2 without (§5.1.2).
 import type { Tap } from '../tap/tap.js';
 import { parseMac, randomMac } from '../util/addr.js';
 import { hasFeature } from '../virtio/constants.js';
 import { VirtioDeviceCore, type InterruptKind } from '../virtio/device.js';
 import type { DeviceQueue } from '../virtio/queue.js';
-import { NetConfig } from './config.js';
-import { NET_HDR_SIZE, VIRTIO_NET_F_CTRL_VLAN, VIRTIO_NET_S_ANNOUNCE, VIRTIO_NET_S_LINK_UP } from './constants.js';
+import { configWriteRefusal, NetConfig } from './config.js';
+import {
+  NET_HDR_SIZE,
+  VIRTIO_NET_F_CTRL_VLAN,
+  VIRTIO_NET_F_CTRL_VQ,
+  VIRTIO_NET_F_GUEST_ANNOUNCE,
+  VIRTIO_NET_F_MQ,
+  VIRTIO_NET_S_ANNOUNCE,
+  VIRTIO_NET_S_LINK_UP,
+} from './constants.js';
 import { ControlQueue, type ControlHandlers } from './control-queue.js';
-import { featureDependencyError, featureNames, GUEST_OFFLOADS, NET_FEATURES, offeredFeatures, tunOffloads, type NetFeatureSwitches } from './features.js';
+import { featureDependencyError, featureNames, GUEST_OFFLOADS, offeredFeatures, tunOffloads, type NetFeatureSwitches } from './features.js';
 import { RxFilter } from './filter.js';
+import { LINK_POLL_MS, LinkState } from './link-state.js';
 import { NetMetrics } from './metrics.js';
 import { PairThreads } from './pair-thread.js';
 import type { PcapWriter } from './pcap.js';
@@ -52,6 +66,21 @@ export interface NetDeviceOptions {
    */
   controlElsewhere?: boolean;
   /**
+   * The control queue is the device's when the driver acks CTRL_VQ and
+   * elsewhere when it does not: CTRL_VQ and the features that need it are
+   * offered, and a driver without CTRL_VQ may still have MQ and
+   * GUEST_ANNOUNCE (a vhost-user front-end such as QEMU runs the control
+   * queue and never passes CTRL_VQ on; a whole-device one such as UML's
+   * virtio_uml acks it). Overrides controlElsewhere.
+   */
+  controlIfNegotiated?: boolean;
+  /**
+   * The link follows the host side of the TAP (IFF_UP), read every this
+   * many milliseconds (true: every 250); off by default. setLinkUp() has its
+   * say as well: the link is up when both say so.
+   */
+  followTapLink?: boolean | number;
+  /**
    * Queue pairs to serve in worker threads of their own (indices from 0).
    * The driver's guest memory must be SharedArrayBuffer-backed. While tracing
    * or capturing, every pair is served on this thread, so every frame is seen.
@@ -74,6 +103,8 @@ export class NetDevice extends VirtioDeviceCore {
   private interruptFn: (kind: InterruptKind, queue: number) => void;
   private readonly defaultMac: Uint8Array;
   private readonly controlElsewhere: boolean;
+  private readonly controlIfNegotiated: boolean;
+  private readonly link = new LinkState((up) => this.onLinkChange(up));
   private readonly workerPairs: Set<number>;
   private readonly owner: PairOwner = {
     interrupt: (index) => this.raise('vring', index),
@@ -100,8 +131,8 @@ export class NetDevice extends VirtioDeviceCore {
 
   constructor(o: NetDeviceOptions) {
     const pairs = o.tap.queues.length;
-    const features = offeredFeatures(o.features, pairs, o.controlElsewhere === true);
-    const ctrl = hasFeature(features, NET_FEATURES.CTRL_VQ);
+    const features = offeredFeatures(o.features, pairs, o.controlElsewhere === true && o.controlIfNegotiated !== true);
+    const ctrl = hasFeature(features, VIRTIO_NET_F_CTRL_VQ);
     // Every interrupt, used-buffer or config, is counted once on its way out.
     const interrupt = (kind: InterruptKind, queue: number): void => {
       this.metrics.interrupts++;
@@ -121,11 +152,14 @@ export class NetDevice extends VirtioDeviceCore {
     this.interruptFn = o.interrupt ?? (() => {});
     this.workerPairs = new Set(o.workers ?? []);
     this.controlElsewhere = o.controlElsewhere === true;
+    this.controlIfNegotiated = o.controlIfNegotiated === true;
     this.defaultMac = o.mac === undefined ? randomMac() : typeof o.mac === 'string' ? parseMac(o.mac) : o.mac.slice(0, 6);
     this.config = new NetConfig(this.defaultMac, pairs, o.mtu ?? o.tap.mtu);
     this.filter.reset(this.defaultMac);
     const settings: PairSettings = { mtu: this.config.mtu, batch: o.batch ?? 64, txTimerMs, rateLimit: o.rateLimit ?? {} };
     this.queuePairs = o.tap.queues.map((tap, i) => new QueuePair(i, tap, this.owner, this.metrics, this.filter, settings));
+    const follow = o.followTapLink ?? false;
+    if (follow !== false) this.link.follow(o.tap.link, follow === true ? LINK_POLL_MS : follow, (e) => this.hostError(e));
   }
 
   /** Where interrupts go from now on (counted in metrics first). */
@@ -133,9 +167,19 @@ export class NetDevice extends VirtioDeviceCore {
     this.interruptFn = fn;
   }
 
-  /** Virtqueue index of the control queue, or -1. */
+  /**
+   * Virtqueue index of the control queue the device runs under the features
+   * negotiated: 2N with MQ, 2 without (§5.1.2); -1 without CTRL_VQ.
+   */
   get controlQueueIndex(): number {
-    return this.queues.length % 2 === 1 ? this.queues.length - 1 : -1;
+    const f = this.features;
+    if (!hasFeature(f, VIRTIO_NET_F_CTRL_VQ)) return -1;
+    return hasFeature(f, VIRTIO_NET_F_MQ) ? 2 * this.pairs : 2;
+  }
+
+  /** Pairs the driver may use: all of them with MQ, else one (§5.1.2). */
+  private get usablePairs(): number {
+    return hasFeature(this.features, VIRTIO_NET_F_MQ) ? this.pairs : 1;
   }
 
   get mac(): Uint8Array {
@@ -147,24 +191,46 @@ export class NetDevice extends VirtioDeviceCore {
     return this.config.read(offset, size);
   }
 
-  /** Link state as the driver sees it (with STATUS); raises a config interrupt. */
-  setLinkUp(up: boolean): void {
-    const s = this.config.status;
-    this.config.status = up ? s | VIRTIO_NET_S_LINK_UP : s & ~VIRTIO_NET_S_LINK_UP;
-    if (this.running) this.raise('config', -1);
+  /** The device-specific configuration space as the driver reads it (§5.1.4). */
+  get configSpace(): Uint8Array {
+    return this.config.bytes;
   }
 
-  /** Asks the guest to announce itself after a migration (GUEST_ANNOUNCE). */
-  requestAnnounce(): void {
-    if (!hasFeature(this.features, NET_FEATURES.GUEST_ANNOUNCE)) return;
+  /** A driver write to the config space: refused and counted (read-only to a VERSION_1 driver, §5.1.4); returns why. */
+  writeConfig(offset: number, data: Uint8Array): string | null {
+    this.metrics.configWritesRefused++;
+    return configWriteRefusal(offset, data.length);
+  }
+
+  /** Whether the link is up (config status VIRTIO_NET_S_LINK_UP): setLinkUp's say and, when followed, the TAP's. */
+  get linkUp(): boolean {
+    return this.link.up;
+  }
+
+  /** The embedder's say on the link; a change raises a config interrupt, and a link down transmits nothing (tx_link_down). */
+  setLinkUp(up: boolean): void {
+    this.link.setAdmin(up);
+  }
+
+  /**
+   * Asks the guest to announce itself after a migration (GUEST_ANNOUNCE,
+   * §5.1.6.5.4): sets VIRTIO_NET_S_ANNOUNCE and raises a config interrupt,
+   * until the driver's VIRTIO_NET_CTRL_ANNOUNCE_ACK. False (nothing done)
+   * unless the device runs, GUEST_ANNOUNCE was negotiated and the control
+   * queue, where the ack arrives, is the device's.
+   */
+  requestAnnounce(): boolean {
+    if (!this.running || !hasFeature(this.features, VIRTIO_NET_F_GUEST_ANNOUNCE) || this.controlQueueIndex < 0) return false;
     this.config.status = this.config.status | VIRTIO_NET_S_ANNOUNCE;
     this.raise('config', -1);
+    return true;
   }
 
   /** Stops serving and detaches from the TAP's events. The TAP stays open: it is the caller's. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.link.stop();
     this.stopQueues();
     for (const p of this.queuePairs) p.close();
   }
@@ -177,15 +243,27 @@ export class NetDevice extends VirtioDeviceCore {
    */
   servePair(i: number): void {
     const p = this.queuePairs[i];
-    if (p === undefined || !this.running || p.serving || this.threads.has(i)) return;
+    if (p === undefined || i >= this.usablePairs || !this.running || p.serving || this.threads.has(i)) return;
     const rxq = this.queues[2 * i] ?? null;
     const txq = this.queues[2 * i + 1] ?? null;
     const observed = this.tracer !== null || this.capture !== null;
+    p.linkUp = this.link.up;
     if (rxq !== null && txq !== null && this.workerPairs.has(i) && !observed && this.threads.start(p, this.tap.name, rxq, txq, this.features)) return;
     p.setInUse(i < this.activePairs);
     p.observe(this.tracer, this.capture);
     p.start(rxq, txq, this.features);
     if (i < this.activePairs) p.kick(2 * i + 1);
+  }
+
+  /**
+   * Serves the control queue once it is activated: at DRIVER_OK, or later
+   * for a transport whose front-end enables its ring after the data rings.
+   */
+  serveControl(): void {
+    const ci = this.controlQueueIndex;
+    const cq = ci >= 0 ? this.queues[ci] : null;
+    if (!this.running || this.control !== null || !cq) return;
+    this.control = new ControlQueue(ci, cq, this.features, this.filter, this.controlHandlers, this.pairs);
   }
 
   /** Pairs in use (VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, or a vhost-user front-end's enabled rings). */
@@ -212,7 +290,13 @@ export class NetDevice extends VirtioDeviceCore {
   }
 
   protected override acceptFeatures(f: bigint): boolean {
-    return featureDependencyError(f, this.controlElsewhere) === null;
+    return featureDependencyError(f, this.controlIsElsewhere(f)) === null;
+  }
+
+  // With these features, does someone else run the control queue (so that the dependencies on CTRL_VQ are met there)?
+  private controlIsElsewhere(f: bigint): boolean {
+    if (this.controlIfNegotiated) return !hasFeature(f, VIRTIO_NET_F_CTRL_VQ);
+    return this.controlElsewhere;
   }
 
   protected override onDriverOk(): void {
@@ -222,9 +306,7 @@ export class NetDevice extends VirtioDeviceCore {
     this.programOffloads();
     if (hasFeature(f, VIRTIO_NET_F_CTRL_VLAN)) this.filter.vlanFiltering = true;
     for (let i = 0; i < this.pairs; i++) this.servePair(i);
-    const ci = this.controlQueueIndex;
-    const cq = ci >= 0 ? this.queues[ci] : null;
-    if (cq) this.control = new ControlQueue(ci, cq, f, this.filter, this.controlHandlers, this.pairs);
+    this.serveControl();
     this.setQueuePairs(1);
     for (const p of this.queuePairs) p.kick(2 * p.pair + 1);
   }
@@ -261,6 +343,15 @@ export class NetDevice extends VirtioDeviceCore {
     for (const p of this.queuePairs) p.stop();
   }
 
+  // The link changed: the config status bit, the pairs (a pair whose link is down does not transmit), a config interrupt.
+  private onLinkChange(up: boolean): void {
+    const s = this.config.status;
+    this.config.status = up ? s | VIRTIO_NET_S_LINK_UP : s & ~VIRTIO_NET_S_LINK_UP;
+    for (const p of this.queuePairs) p.linkUp = up;
+    this.threads.setLinkUp(up);
+    if (this.running) this.raise('config', -1);
+  }
+
   private hostError(e: Error): void {
     this.metrics.tapErrors++;
     if (this.listenerCount('error') > 0) this.emit('error', e);
@@ -269,7 +360,8 @@ export class NetDevice extends VirtioDeviceCore {
   // VIRTIO_NET_CTRL_GUEST_OFFLOADS_SET (§5.1.6.5.6.1): only offloads that were negotiated.
   private setGuestOffloads(offloads: bigint): boolean {
     if ((offloads & ~(this.features & GUEST_OFFLOADS)) !== 0n) return false;
-    if (featureDependencyError(offloads | (this.features & ~GUEST_OFFLOADS), this.controlElsewhere) !== null) return false;
+    const f = offloads | (this.features & ~GUEST_OFFLOADS);
+    if (featureDependencyError(f, this.controlIsElsewhere(f)) !== null) return false;
     this.guestOffloads = offloads;
     this.programOffloads();
     return true;

@@ -8,7 +8,7 @@ export const DROP_REASONS = [
   'tx_too_long', // longer than any frame the TAP takes
   'tx_bad_header', // virtio_net_hdr uses what was not negotiated, or points outside the frame
   'tx_tap_rejected', // the TAP refused the frame (EINVAL, EMSGSIZE...)
-  'tx_link_down', // the TAP's link is down (EIO)
+  'tx_link_down', // the link is down: the device's (config status, §5.1.4) or the TAP's (EIO)
   'rx_bad_chain', // tier-1 descriptor fault on a receive queue
   'rx_buffer_too_small', // a receive chain smaller than §5.1.6.3.1 requires
   'rx_frame_truncated', // a frame larger than the buffers offered for it
@@ -36,6 +36,7 @@ const SCALARS = [
   'kicks',
   'txThrottled',
   'rxThrottled',
+  'configWritesRefused',
 ] as const;
 
 /**
@@ -66,6 +67,8 @@ export class NetMetrics {
   /** Times a rate limiter made a direction wait. */
   declare txThrottled: number;
   declare rxThrottled: number;
+  /** Driver writes to the config space refused (it is read-only, §5.1.4). */
+  declare configWritesRefused: number;
 
   constructor(store: Float64Array = new Float64Array(NetMetrics.SIZE)) {
     if (store.length < NetMetrics.SIZE) throw new RangeError(`a NetMetrics store needs ${NetMetrics.SIZE} doubles`);
@@ -103,6 +106,7 @@ export class NetMetrics {
       kicks: this.kicks,
       txThrottled: this.txThrottled,
       rxThrottled: this.rxThrottled,
+      configWritesRefused: this.configWritesRefused,
       dropped: this.dropped,
       drops: { ...this.drops },
     };
@@ -135,6 +139,7 @@ export class NetMetrics {
       [`${l},direction="tx"`, this.txThrottled],
       [`${l},direction="rx"`, this.rxThrottled],
     ]);
+    metric('config_writes_refused_total', 'Driver writes to the read-only config space refused.', 'counter', [[l, this.configWritesRefused]]);
     return `${lines.join('\n')}\n`;
   }
 }

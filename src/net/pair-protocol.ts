@@ -66,6 +66,8 @@ export interface PairWorkerData {
   features: string;
   settings: PairSettings;
   filter: FilterState;
+  /** The device's link is up. */
+  linkUp: boolean;
   /** The ControlBlock's buffer. */
   control: SharedArrayBuffer;
   /** NetMetrics counters of this pair (NetMetrics.SIZE doubles). */
@@ -75,7 +77,7 @@ export interface PairWorkerData {
 /** A HostError's fields, as posted across threads (HostError.toFields). */
 export type HostErrorFields = ReturnType<HostError['toFields']>;
 
-export type ToWorker = { kick: number } | { filter: FilterState };
+export type ToWorker = { kick: number } | { filter: FilterState } | { linkUp: boolean };
 
 export type FromWorker = { interrupt: number } | { broken: number } | { error: HostErrorFields } | { ready: true };
 

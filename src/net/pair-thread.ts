@@ -83,6 +83,7 @@ export class PairThreads {
       features: features.toString(),
       settings: p.settings,
       filter: p.filter.state(),
+      linkUp: p.linkUp,
       control: block.buffer,
       metrics: new SharedArrayBuffer(8 * NetMetrics.SIZE),
     };
@@ -103,6 +104,11 @@ export class PairThreads {
     if (this.threads.size === 0) return;
     const state = filter.state();
     for (const t of this.threads.values()) t.post({ filter: state });
+  }
+
+  /** The device's link went up or down: every thread's pair hears it. */
+  setLinkUp(up: boolean): void {
+    for (const t of this.threads.values()) t.post({ linkUp: up });
   }
 
   /** Stops every thread before the rings can change; their counts are added to `into`. */

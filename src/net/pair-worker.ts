@@ -44,6 +44,7 @@ const gate: RingGate = {
 };
 const metrics = new NetMetrics(new Float64Array(data.metrics)); // read by the device at any time
 const pair = new QueuePair(data.pair, tap, owner, metrics, RxFilter.fromState(data.filter), data.settings, gate);
+pair.linkUp = data.linkUp;
 
 function shutdown(): void {
   if (stopped) return;
@@ -55,6 +56,7 @@ function shutdown(): void {
 
 port.on('message', (m: ToWorker) => {
   if ('kick' in m) pair.kick(m.kick);
+  else if ('linkUp' in m) pair.linkUp = m.linkUp;
   else pair.filter.applyState(m.filter);
 });
 

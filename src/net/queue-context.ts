@@ -9,6 +9,12 @@ export interface NetQueueContext {
   readonly features: bigint;
   readonly metrics: NetMetrics;
   readonly filter: RxFilter;
+  /**
+   * The device's link is up (config status VIRTIO_NET_S_LINK_UP). While it is
+   * down the device transmits nothing: transmit chains are completed
+   * without a TAP write and counted as tx_link_down.
+   */
+  readonly linkUp: boolean;
   /** Raise a used-buffer interrupt for virtqueue `index`. */
   interrupt(index: number): void;
   /** Tier 2: the ring is corrupt. */

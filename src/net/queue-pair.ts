@@ -60,6 +60,8 @@ export class QueuePair implements NetQueueContext {
   readonly hostError: (err: Error) => void;
   /** The features negotiated when the pair was last started. */
   features = 0n;
+  /** The device's link is up; set by the device (or a worker's message). See NetQueueContext.linkUp. */
+  linkUp = true;
   private rx: RxQueue | null = null;
   private tx: TxQueue | null = null;
   /** In use (VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET): a pair not in use does not read the TAP. */

@@ -130,6 +130,8 @@ export class TxQueue {
       }
       let reason: DropReason | null = null;
       if (r === Pop.BAD_CHAIN) reason = 'tx_bad_chain';
+      // VIRTIO_NET_S_LINK_UP clear (§5.1.4): the chain is completed unsent and counted.
+      else if (!this.ctx.linkUp) reason = 'tx_link_down';
       else if (c.readable !== c.count || c.writableBytes > 0) reason = 'tx_writable_descriptor';
       else if (c.readableBytes < MIN_TX_FRAME) reason = 'tx_too_short';
       else if (c.readableBytes > MAX_TX_FRAME) reason = 'tx_too_long';

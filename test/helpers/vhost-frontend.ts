@@ -1,10 +1,13 @@
-// A vhost-user front-end for tests, standing in for QEMU: guest RAM in a
-// memfd, rings laid out by NetDriver, and everything else by message. It is
-// the device handle NetDriver drives, so the same driver runs over it.
+// A vhost-user front-end for tests, standing in for QEMU (or, with CONFIG,
+// BACKEND_REQ and STATUS agreed, for a whole-device front-end such as UML's
+// virtio_uml): guest RAM in a memfd, rings laid out by NetDriver, and
+// everything else by message. It is the device handle NetDriver drives, so
+// the same driver runs over it.
 import type { VirtioDeviceHandle } from '../../src/driver/net-driver.js';
 import { native, type NativePoller } from '../../src/host/binding.js';
 import { errnoName } from '../../src/host/errors.js';
 import {
+  configPayload,
   encode,
   memTablePayload,
   MessageReader,
@@ -13,7 +16,9 @@ import {
   statePayload,
   u64Payload,
   VHOST_USER_F_PROTOCOL_FEATURES,
+  VHOST_USER_CONFIG_HDR_SIZE,
   VHOST_USER_NEED_REPLY_MASK,
+  VHOST_USER_REPLY_MASK,
   VHOST_USER_VERSION,
   vringAddrPayload,
   type Message,
@@ -43,6 +48,12 @@ export class TestFrontend implements VirtioDeviceHandle {
   private readonly callPollers: NativePoller[] = [];
   private readonly config = new Uint8Array(24);
   closed = false;
+  /** Messages the back-end sent on its back-end channel. */
+  readonly backendMessages: Message[] = [];
+  /** What the channel answers a request that asks for a reply (0: yes). */
+  backendReply = 0n;
+  private backendFd = -1;
+  private backendPoller: NativePoller | null = null;
 
   private constructor(fd: number, memSize: number) {
     this.fd = fd;
@@ -69,11 +80,14 @@ export class TestFrontend implements VirtioDeviceHandle {
     this.poller.start(1);
   }
 
-  /** Connects and sets up as QEMU does: features, protocol features, owner, memory table. */
-  static async connect(path: string, memSize = 64 << 20, protocol = true): Promise<TestFrontend> {
+  /**
+   * Connects and sets up as QEMU does: features, protocol features (REPLY_ACK
+   * and MQ, and `extraProtocol`'s bits), owner, memory table.
+   */
+  static async connect(path: string, memSize = 64 << 20, protocol = true, extraProtocol = 0n): Promise<TestFrontend> {
     const fd = n.unixConnect(path);
     if (fd < 0) throw new Error(`connect ${path}: ${errnoName(fd)}`);
-    return TestFrontend.setUp(fd, memSize, protocol);
+    return TestFrontend.setUp(fd, memSize, protocol, extraProtocol);
   }
 
   /**
@@ -97,14 +111,14 @@ export class TestFrontend implements VirtioDeviceHandle {
     }
   }
 
-  private static async setUp(fd: number, memSize: number, protocol: boolean): Promise<TestFrontend> {
+  private static async setUp(fd: number, memSize: number, protocol: boolean, extraProtocol = 0n): Promise<TestFrontend> {
     const f = new TestFrontend(fd, memSize);
     const features = (await f.request(Req.GET_FEATURES)).payload;
     f.deviceFeatures = new DataView(features.buffer, features.byteOffset, 8).getBigUint64(0, true) & ~(1n << BigInt(VHOST_USER_F_PROTOCOL_FEATURES));
     f.protocol = protocol;
     if (protocol) {
       await f.request(Req.GET_PROTOCOL_FEATURES);
-      f.send(Req.SET_PROTOCOL_FEATURES, u64Payload((1n << BigInt(ProtocolFeature.REPLY_ACK)) | (1n << BigInt(ProtocolFeature.MQ))));
+      f.send(Req.SET_PROTOCOL_FEATURES, u64Payload((1n << BigInt(ProtocolFeature.REPLY_ACK)) | (1n << BigInt(ProtocolFeature.MQ)) | extraProtocol));
     }
     f.send(Req.SET_OWNER);
     f.send(Req.SET_MEM_TABLE, memTablePayload([{ guestPhysAddr: 0n, memorySize: BigInt(memSize), userspaceAddr: VA_BASE, mmapOffset: 0n }]), [f.memFd]);
@@ -145,6 +159,68 @@ export class TestFrontend implements VirtioDeviceHandle {
   async acked(request: number, payload?: Uint8Array, fds?: number[]): Promise<bigint> {
     const r = await this.request(request, payload, fds, VHOST_USER_NEED_REPLY_MASK);
     return new DataView(r.payload.buffer, r.payload.byteOffset, 8).getBigUint64(0, true);
+  }
+
+  /** GET_CONFIG: `size` bytes at `offset` of the back-end's config space (empty: the back-end said no). */
+  async getConfig(offset = 0, size = 24): Promise<Uint8Array> {
+    const r = await this.request(Req.GET_CONFIG, configPayload(offset, new Uint8Array(size)));
+    return r.payload.slice(VHOST_USER_CONFIG_HDR_SIZE);
+  }
+
+  /** Reads the back-end's config space into the copy NetDriver reads (a whole-device front-end's view). */
+  async loadConfig(): Promise<void> {
+    this.config.set(await this.getConfig(0, this.config.length));
+  }
+
+  /** SET_CONFIG with NEED_REPLY: the back-end's answer (0 yes). */
+  setConfig(offset: number, bytes: Uint8Array): Promise<bigint> {
+    return this.acked(Req.SET_CONFIG, configPayload(offset, bytes));
+  }
+
+  /** SET_STATUS with NEED_REPLY: the back-end's answer (0 yes). */
+  sendStatus(value: number): Promise<bigint> {
+    return this.acked(Req.SET_STATUS, u64Payload(BigInt(value)));
+  }
+
+  /** GET_STATUS: the device's status byte. */
+  async getStatus(): Promise<number> {
+    const r = await this.request(Req.GET_STATUS);
+    return Number(new DataView(r.payload.buffer, r.payload.byteOffset, 8).getBigUint64(0, true));
+  }
+
+  /** Hands the back-end its channel (SET_BACKEND_REQ_FD, NEED_REPLY) and reads what comes on it. */
+  async openBackendChannel(): Promise<bigint> {
+    const pair = n.socketPair();
+    if (typeof pair === 'number') throw new Error(`socketpair: ${errnoName(pair)}`);
+    const [mine, theirs] = pair;
+    this.backendFd = mine;
+    const reader = new MessageReader();
+    const buf = new Uint8Array(4096);
+    const fds = new Int32Array(9);
+    this.backendPoller = new n.Poller(mine, () => {
+      for (let got = n.recvWithFds(mine, buf, fds); got > 0; got = n.recvWithFds(mine, buf, fds)) {
+        reader.push(buf.subarray(0, got), []);
+        for (let m = reader.next(); m !== null; m = reader.next()) this.onBackendMessage(m);
+      }
+    });
+    this.backendPoller.start(1);
+    const status = await this.acked(Req.SET_BACKEND_REQ_FD, undefined, [theirs]);
+    n.close(theirs);
+    return status;
+  }
+
+  private onBackendMessage(m: Message): void {
+    this.backendMessages.push(m);
+    if ((m.flags & VHOST_USER_NEED_REPLY_MASK) === 0) return;
+    n.sendWithFds(this.backendFd, encode(m.request, VHOST_USER_VERSION | VHOST_USER_REPLY_MASK, u64Payload(this.backendReply)));
+  }
+
+  /** Closes the front-end's end of the back-end channel (a front-end that stops listening). */
+  closeBackendChannel(): void {
+    this.backendPoller?.close();
+    this.backendPoller = null;
+    if (this.backendFd >= 0) n.close(this.backendFd);
+    this.backendFd = -1;
   }
 
   // VirtioDeviceHandle: what NetDriver calls.
@@ -194,6 +270,7 @@ export class TestFrontend implements VirtioDeviceHandle {
   }
 
   close(): void {
+    this.closeBackendChannel();
     for (const p of this.callPollers) p.close();
     this.poller.close();
     for (const fd of [...this.kickFds, ...this.callFds]) if (fd !== undefined) n.close(fd);

@@ -1,14 +1,27 @@
-// A vhost-user back-end (QEMU docs/interop/vhost-user.rst): QEMU (the
-// front-end) hands over guest memory (memfds), ring addresses and eventfds;
-// the device the back-end was handed serves the rings. One connection at a
-// time; when the front-end goes, everything it handed over is closed and
-// unmapped and the next one may connect.
+// A vhost-user back-end (QEMU docs/interop/vhost-user.rst): the front-end
+// hands over guest memory (memfds), ring addresses and eventfds; the device
+// the back-end was handed serves the rings. One connection at a time; when
+// the front-end goes, everything it handed over is closed and unmapped and
+// the next one may connect.
+//
+// Two kinds of front-end, one back-end. QEMU's vhost-user net runs the
+// control queue and the config space itself: it keeps CTRL_VQ and its
+// friends out of SET_FEATURES (they are not among the bits it passes on),
+// does not take the CONFIG protocol feature, and passes the data rings only.
+// A whole-device front-end (User-Mode Linux's virtio_uml) passes every ring,
+// reads the config space with GET_CONFIG and takes config changes as
+// BACKEND_CONFIG_CHANGE_MSG on the back-end channel. Who runs the control
+// queue is decided by negotiation: the device's iff the front-end acks
+// CTRL_VQ. Without it, the pairs in use follow the enabled rings; with it,
+// the driver's VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET decides. With STATUS agreed,
+// SET_STATUS drives the device's status machine and GET_STATUS reads it.
 //
 // The parts: the connection (socket, messages, replies), the session (what
-// the front-end set up: features, memory table, rings) and one handler per
-// request (handlers.ts).
+// the front-end set up: features, memory table, rings, the back-end
+// channel, status) and one handler per request (handlers.ts).
 import { EventEmitter } from 'node:events';
 
+import type { BackendChannelStats } from './backend-channel.js';
 import { VhostUserConnection } from './connection.js';
 import type { VhostUserDevice } from './device.js';
 import { answer } from './handlers.js';
@@ -17,9 +30,9 @@ import { Session } from './session.js';
 export interface VhostUserBackendOptions<D extends VhostUserDevice = VhostUserDevice> {
   socketPath: string;
   /**
-   * The device to serve. The front-end runs the control queue and the config
-   * space, so a NetDevice here is built for that: see vhostUserNetDevice.
-   * The back-end routes the device's interrupts and closes it on close().
+   * The device to serve: a NetDevice built by vhostUserNetDevice runs the
+   * control queue when the front-end acks CTRL_VQ. The back-end routes the
+   * device's interrupts and closes it on close().
    */
   device: D;
   /** Listen for the front-end (default) or connect to one that listens. */
@@ -53,8 +66,13 @@ export class VhostUserBackend<D extends VhostUserDevice = VhostUserDevice> exten
         },
       },
     );
-    o.device.setInterruptSink((kind, q) => session.rings.interrupt(kind, q));
+    o.device.setInterruptSink((kind, q) => session.interrupt(kind, q));
     o.device.on('error', (e: Error) => this.emit('error', e));
+  }
+
+  /** What the back-end channel carried: config changes sent, merged, acked, refused and dropped. */
+  get channelStats(): Readonly<BackendChannelStats> {
+    return this.session.channel.stats;
   }
 
   /** Starts listening (or connecting, with client: true). Throws HostError when it cannot listen. */

@@ -144,7 +144,8 @@ export class VhostUserConnection {
 
   // Answers one request. A refused request gets a no (REPLY_ACK) when it
   // asked for an ack; otherwise the connection ends, since the front-end
-  // would go on believing it worked. A refused request's fds are closed.
+  // would go on believing it worked (unless the refusal says it leaves
+  // nothing half done). A refused request's fds are closed.
   private handle(m: Message): void {
     let ack = 0n;
     try {
@@ -159,7 +160,8 @@ export class VhostUserConnection {
       this.o.log(`refused ${reqName(m.request)}: ${err.message}`);
       ack = 1n;
       for (const fd of m.fds) this.n.close(fd);
-      if (!this.wantsAck(m)) {
+      const keep = err instanceof VhostUserError && err.keepConnection;
+      if (!this.wantsAck(m) && !keep) {
         this.disconnect(`${reqName(m.request)}: ${err.message}`);
         return;
       }

@@ -4,12 +4,15 @@
 // the device) to refuse its request.
 import { bit, hasFeature } from '../../virtio/constants.js';
 import {
+  configPayload,
   ProtocolFeature,
   Req,
   reqName,
   statePayload,
   u64Payload,
+  VHOST_USER_CONFIG_HDR_SIZE,
   VHOST_USER_F_PROTOCOL_FEATURES,
+  VHOST_USER_MAX_CONFIG_SIZE,
   VHOST_USER_VRING_IDX_MASK,
   VHOST_USER_VRING_NOFD_MASK,
   VhostUserError,
@@ -19,7 +22,10 @@ import type { Ring, RingFd } from './rings.js';
 import type { Session } from './session.js';
 
 /** Protocol features the back-end speaks (GET_PROTOCOL_FEATURES). */
-export const PROTOCOL_FEATURES = bit(ProtocolFeature.MQ) | bit(ProtocolFeature.REPLY_ACK);
+export const PROTOCOL_FEATURES = [ProtocolFeature.MQ, ProtocolFeature.REPLY_ACK, ProtocolFeature.BACKEND_REQ, ProtocolFeature.CONFIG, ProtocolFeature.STATUS].reduce(
+  (m, b) => m | bit(b),
+  0n,
+);
 
 /** Largest ring the back-end takes (SET_VRING_NUM); the split ring's limit (VIRTIO 1.2 §2.7). */
 const MAX_RING_SIZE = 32768;
@@ -40,6 +46,12 @@ class Request {
 
   get fds(): number[] {
     return this.m.fds;
+  }
+
+  /** Refuses the request unless the protocol feature it belongs to was agreed. */
+  agreed(s: Session, feature: number, name: string): this {
+    if (!s.has(feature)) throw new VhostUserError(`${this.name} without protocol feature ${name} agreed`);
+    return this;
   }
 
   need(bytes: number): this {
@@ -93,9 +105,11 @@ const setProtocolFeatures: Handler = (s, r) => {
   return null;
 };
 
+// Every virtqueue the device has: two per pair and the control queue. UML's
+// virtio_uml refuses to set up more than this; QEMU checks its pairs against it.
 const getQueueNum: Handler = (s, r) => {
   r.noFds();
-  return u64Payload(BigInt(s.device.pairs * 2));
+  return u64Payload(BigInt(s.device.queues.length));
 };
 
 const setOwner: Handler = (_s, r) => {
@@ -169,10 +183,66 @@ const setVringFd: Handler = (s, r) => {
   return null;
 };
 
+// Disabling a ring of the first pair stops the device (UML's virtio_uml
+// disables every ring before it frees them); other rings follow maybeStart.
 const setVringEnable: Handler = (s, r) => {
-  r.noFds().need(8).ring(s).enabled = r.u32(4) === 1;
+  const ring = r.noFds().need(8).ring(s);
+  ring.enabled = r.u32(4) === 1;
+  if (!ring.enabled && r.u32(0) < 2 && s.device.running) s.rings.stop();
   s.maybeStart();
   return null;
+};
+
+// The channel for the back-end's own requests (config changes).
+const setBackendReqFd: Handler = (s, r) => {
+  r.agreed(s, ProtocolFeature.BACKEND_REQ, 'BACKEND_REQ');
+  if (r.fds.length !== 1) throw new VhostUserError(`${r.name}: expected one fd, got ${r.fds.length}`);
+  s.channel.set(r.fds[0]!);
+  return null;
+};
+
+// vhost-user.rst GET_CONFIG: the reply is as large as the request; a zero-length payload says no.
+const getConfig: Handler = (s, r) => {
+  r.noFds().need(VHOST_USER_CONFIG_HDR_SIZE);
+  const offset = r.u32(0);
+  const size = r.u32(4);
+  const why = !s.has(ProtocolFeature.CONFIG)
+    ? 'without protocol feature CONFIG agreed'
+    : offset + size > VHOST_USER_MAX_CONFIG_SIZE
+      ? `${size} bytes at ${offset} (the config space is at most ${VHOST_USER_MAX_CONFIG_SIZE} bytes)`
+      : null;
+  if (why !== null) {
+    s.log(`refused ${r.name}: ${why}`);
+    return new Uint8Array(0);
+  }
+  // Past the device's fields the space reads as zeros (as an mmio read does).
+  const bytes = new Uint8Array(size);
+  bytes.set(s.device.configSpace.subarray(offset, offset + size));
+  return configPayload(offset, bytes, r.u32(8));
+};
+
+// A refused write changes nothing and keeps the connection: the front-end is told with REPLY_ACK.
+const setConfig: Handler = (s, r) => {
+  r.agreed(s, ProtocolFeature.CONFIG, 'CONFIG').noFds().need(VHOST_USER_CONFIG_HDR_SIZE);
+  const offset = r.u32(0);
+  const size = r.u32(4);
+  r.need(VHOST_USER_CONFIG_HDR_SIZE + size);
+  const data = r.m.payload.subarray(VHOST_USER_CONFIG_HDR_SIZE, VHOST_USER_CONFIG_HDR_SIZE + size);
+  const why = s.device.writeConfig(offset, data);
+  if (why !== null) throw new VhostUserError(`${size} bytes at ${offset}: ${why}`, { keepConnection: true });
+  return null;
+};
+
+const setStatus: Handler = (s, r) => {
+  const v = r.agreed(s, ProtocolFeature.STATUS, 'STATUS').noFds().need(8).u64(0);
+  if (v > 0xffn) throw new VhostUserError(`${r.name}: status 0x${v.toString(16)} is more than a byte`);
+  s.setStatus(Number(v));
+  return null;
+};
+
+const getStatus: Handler = (s, r) => {
+  r.agreed(s, ProtocolFeature.STATUS, 'STATUS').noFds();
+  return u64Payload(BigInt(s.status));
 };
 
 const noLogging: Handler = () => {
@@ -196,6 +266,11 @@ const HANDLERS = new Map<number, Handler>([
   [Req.SET_VRING_CALL, setVringFd],
   [Req.SET_VRING_ERR, setVringFd],
   [Req.SET_VRING_ENABLE, setVringEnable],
+  [Req.SET_BACKEND_REQ_FD, setBackendReqFd],
+  [Req.GET_CONFIG, getConfig],
+  [Req.SET_CONFIG, setConfig],
+  [Req.SET_STATUS, setStatus],
+  [Req.GET_STATUS, getStatus],
   [Req.SET_LOG_BASE, noLogging],
   [Req.SET_LOG_FD, noLogging],
 ]);

@@ -34,6 +34,11 @@ export const Req = {
   SET_VRING_ENABLE: 18,
   SEND_RARP: 19,
   NET_SET_MTU: 20,
+  SET_BACKEND_REQ_FD: 21,
+  GET_CONFIG: 24,
+  SET_CONFIG: 25,
+  SET_STATUS: 39,
+  GET_STATUS: 40,
 } as const;
 
 const REQ_NAMES = new Map<number, string>(Object.entries(Req).map(([k, v]) => [v, k]));
@@ -48,7 +53,21 @@ export const ProtocolFeature = {
   RARP: 2,
   REPLY_ACK: 3,
   NET_MTU: 4,
+  /** The back-end request channel (called SLAVE_REQ in older texts). */
+  BACKEND_REQ: 5,
+  CONFIG: 9,
+  STATUS: 16,
 } as const;
+
+/** Requests the back-end sends on the back-end request channel (vhost-user.rst "Back-end message types"). */
+export const BackendReq = {
+  CONFIG_CHANGE_MSG: 2,
+} as const;
+
+/** GET_CONFIG and SET_CONFIG: offset, size and flags (u32 each) before the config bytes. */
+export const VHOST_USER_CONFIG_HDR_SIZE = 12;
+/** The largest config space a front-end asks for (VHOST_USER_MAX_CONFIG_SIZE). */
+export const VHOST_USER_MAX_CONFIG_SIZE = 256;
 
 /** The virtio feature bit that says protocol features are spoken. */
 export const VHOST_USER_F_PROTOCOL_FEATURES = 30;
@@ -63,10 +82,21 @@ export interface Message {
   fds: number[];
 }
 
-/** Why a message is refused. */
+/**
+ * Why a message is refused. A refusal without REPLY_ACK ends the connection
+ * (the front-end would go on believing the request worked) unless
+ * `keepConnection` says the refusal leaves nothing half done, as a write to
+ * a read-only config field does.
+ */
 export class VhostUserError extends Error {
   override readonly name = 'VhostUserError';
   readonly code = 'ERR_VHOST_USER';
+  readonly keepConnection: boolean;
+
+  constructor(message: string, options: { keepConnection?: boolean } = {}) {
+    super(message);
+    this.keepConnection = options.keepConnection === true;
+  }
 }
 
 export function encode(request: number, flags: number, payload: Uint8Array = new Uint8Array(0)): Uint8Array {
@@ -90,6 +120,17 @@ export function statePayload(index: number, num: number): Uint8Array {
   const dv = new DataView(b.buffer);
   dv.setUint32(0, index, true);
   dv.setUint32(4, num, true);
+  return b;
+}
+
+/** A GET_CONFIG or SET_CONFIG payload: offset, size, flags, then the bytes (size of them). */
+export function configPayload(offset: number, bytes: Uint8Array, flags = 0): Uint8Array {
+  const b = new Uint8Array(VHOST_USER_CONFIG_HDR_SIZE + bytes.length);
+  const dv = new DataView(b.buffer);
+  dv.setUint32(0, offset, true);
+  dv.setUint32(4, bytes.length, true);
+  dv.setUint32(8, flags, true);
+  b.set(bytes, VHOST_USER_CONFIG_HDR_SIZE);
   return b;
 }
 

@@ -1,7 +1,8 @@
 // The front-end's rings (vhost-user.rst "Starting and stopping rings"): what
 // SET_VRING_* said of each, its kick, call and error eventfds, and when the
 // device starts serving them. A ring starts once its size, addresses and kick
-// fd are set and it is enabled; the device starts with the first pair's.
+// fd are set and it is enabled; the device starts with the first pair's, the
+// control queue (when the device runs it) and further pairs as theirs are.
 import { native, type NativePoller } from '../../host/binding.js';
 import {
   VIRTIO_CONFIG_S_ACKNOWLEDGE,
@@ -77,30 +78,38 @@ export class Rings {
   }
 
   /**
-   * Starts the device once the first pair's rings are all set and enabled,
-   * and each further pair when its rings are (the guest asked for more pairs).
-   * `acked` are the features the front-end acked (SET_FEATURES).
+   * Starts the device once the first pair's rings are all set and enabled
+   * (and `driverOk`: the front-end allows it), then the control queue and
+   * each further pair when their rings are. `acked` are the features the
+   * front-end acked (SET_FEATURES).
    */
-  maybeStart(acked: bigint): void {
+  maybeStart(acked: bigint, driverOk: boolean): void {
     if (this.memory.guest === null) return;
     const dev = this.device;
     if (dev.running) {
-      this.startLatePairs(acked);
+      this.startLate(acked);
       return;
     }
-    if (!ready(this.list[0]) || !ready(this.list[1])) return;
+    if (!driverOk || !ready(this.list[0]) || !ready(this.list[1])) return;
+    this.negotiate(acked);
+    const packed = hasFeature(acked, VIRTIO_F_RING_PACKED);
+    // Pair 0 now; the control queue and the pairs whose rings are enabled already follow once the device runs.
+    this.startRing(0, packed);
+    this.startRing(1, packed);
+    dev.setStatus(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK);
+    this.log(`device started: ${this.list.filter((r) => r.started).length} rings, ${packed ? 'packed' : 'split'}`);
+    this.startLate(acked);
+  }
+
+  // Brings the device to FEATURES_OK with the acked features, unless SET_STATUS already did.
+  private negotiate(acked: bigint): void {
+    const dev = this.device;
+    if ((dev.status & VIRTIO_CONFIG_S_FEATURES_OK) !== 0 && dev.driverFeatures === acked) return;
     dev.setStatus(0);
     dev.setStatus(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
     dev.setDriverFeatures(acked);
     dev.setStatus(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
     if ((dev.status & VIRTIO_CONFIG_S_FEATURES_OK) === 0) throw new VhostUserError(`the device refused features 0x${acked.toString(16)}`);
-    const packed = hasFeature(acked, VIRTIO_F_RING_PACKED);
-    // Pair 0 now; pairs whose rings are enabled already follow once the device runs.
-    this.startRing(0, packed);
-    this.startRing(1, packed);
-    dev.setStatus(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK);
-    this.log(`device started: ${this.list.filter((r) => r.started).length} rings, ${packed ? 'packed' : 'split'}`);
-    this.startLatePairs(acked);
   }
 
   private startRing(i: number, packed: boolean): void {
@@ -122,16 +131,26 @@ export class Rings {
     r.kickPoller.start(1);
   }
 
-  // Pairs beyond the first start when both their rings are ready; the pairs in
-  // use are those up to the last one whose rings are enabled.
-  private startLatePairs(acked: bigint): void {
+  // The control queue, when the device runs it, starts when its ring is
+  // ready. Pairs beyond the first start when both their rings are ready (up
+  // to the control queue: without MQ it is virtqueue 2, VIRTIO 1.2 §5.1.2);
+  // when the front-end runs the control queue, the pairs in use are those up
+  // to the last one whose rings are enabled.
+  private startLate(acked: bigint): void {
     const packed = hasFeature(acked, VIRTIO_F_RING_PACKED);
     const dev = this.device;
+    const ci = dev.controlQueueIndex;
+    const ctrl = ci >= 0 ? this.list[ci] : undefined;
+    if (ctrl !== undefined && !ctrl.started && ready(ctrl)) {
+      this.startRing(ci, packed);
+      dev.serveControl();
+      this.log(`control queue ${ci} started`);
+    }
     let inUse = 1;
     for (let p = 1; p < dev.pairs; p++) {
       const rx = this.list[2 * p];
       const tx = this.list[2 * p + 1];
-      if (rx === undefined || tx === undefined) break;
+      if (rx === undefined || tx === undefined || 2 * p === ci) break;
       if (!rx.started && !tx.started && ready(rx) && ready(tx)) {
         this.startRing(2 * p, packed);
         this.startRing(2 * p + 1, packed);
@@ -140,10 +159,10 @@ export class Rings {
       }
       if (rx.started && tx.started && rx.enabled && tx.enabled) inUse = p + 1;
     }
-    if (dev.activePairs !== inUse) dev.useQueuePairs(inUse);
+    if (ci < 0 && dev.activePairs !== inUse) dev.useQueuePairs(inUse);
   }
 
-  /** Stops serving, keeping each ring's position for GET_VRING_BASE. */
+  /** Stops serving, keeping each ring's position for GET_VRING_BASE; a device that was started is reset. */
   stop(): void {
     const dev = this.device;
     this.list.forEach((r, i) => {
@@ -156,16 +175,16 @@ export class Rings {
       r.kickPoller = null;
       r.started = false;
     });
-    if (dev.status !== 0) dev.setStatus(0);
+    if ((dev.status & VIRTIO_CONFIG_S_DRIVER_OK) !== 0) dev.setStatus(0);
   }
 
-  /** Closes every ring's fds and forgets what was set: one fresh ring per queue of the device's pairs. */
+  /** Closes every ring's fds and forgets what was set: one fresh ring per virtqueue of the device (control queue included). */
   reset(): void {
     for (const r of this.list) {
       this.setFd(r, 'kickFd', -1);
       this.setFd(r, 'callFd', -1);
       this.setFd(r, 'errFd', -1);
     }
-    this.list = Array.from({ length: this.device.pairs * 2 }, freshRing);
+    this.list = Array.from({ length: this.device.queues.length }, freshRing);
   }
 }

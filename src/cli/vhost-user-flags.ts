@@ -1,0 +1,147 @@
+// The `vhost-user` command's flags, checked: each bad value is one line
+// naming the flag and the value (main turns it into exit 2).
+import { parseArgs } from 'node:util';
+
+import { NET_FEATURES, type NetFeatureName, type NetFeatureSwitches } from '../net/features.js';
+import type { RateLimit } from '../net/rate-limiter.js';
+
+export const SEE_INSIDE = {
+  trace: { type: 'boolean', default: false },
+  'trace-json': { type: 'boolean', default: false },
+  'trace-file': { type: 'string' },
+  pcap: { type: 'string' },
+} as const;
+
+/** A usage mistake: one line for people, exit 2. */
+export class UsageError extends TypeError {
+  override readonly name = 'UsageError';
+  readonly code = 'ERR_USAGE';
+}
+
+/** The offload features `--offloads off` turns off: checksums, segmentation, ECN. */
+export const OFFLOAD_FEATURES: readonly NetFeatureName[] = [
+  'CSUM',
+  'GUEST_CSUM',
+  'CTRL_GUEST_OFFLOADS',
+  'GUEST_TSO4',
+  'GUEST_TSO6',
+  'GUEST_ECN',
+  'GUEST_UFO',
+  'GUEST_USO4',
+  'GUEST_USO6',
+  'HOST_TSO4',
+  'HOST_TSO6',
+  'HOST_ECN',
+  'HOST_UFO',
+  'HOST_USO',
+];
+
+/** Milliseconds a rate limiter's bucket takes to refill: the burst it allows is a tenth of a second's worth. */
+const RATE_REFILL_MS = 100;
+
+export interface VhostUserFlags {
+  socket: string;
+  tap: string;
+  mac: string | undefined;
+  client: boolean;
+  queues: number;
+  txTimerMs: number;
+  mtu: number | undefined;
+  features: NetFeatureSwitches;
+  rateLimit: { tx?: RateLimit; rx?: RateLimit };
+  trace: boolean;
+  'trace-json': boolean;
+  'trace-file': string | undefined;
+  pcap: string | undefined;
+}
+
+/** Parses and checks the command's arguments; throws UsageError (or parseArgs' own error) for a bad one. */
+export function parseVhostUserFlags(args: string[]): VhostUserFlags {
+  const { values } = parseArgs({
+    args: joinFeatureList(args),
+    options: {
+      socket: { type: 'string' },
+      tap: { type: 'string' },
+      mac: { type: 'string' },
+      client: { type: 'boolean', default: false },
+      queues: { type: 'string', default: '1' },
+      'tx-timer': { type: 'string', default: '1' },
+      mtu: { type: 'string' },
+      features: { type: 'string' },
+      offloads: { type: 'string', default: 'on' },
+      'rate-limit-tx': { type: 'string' },
+      'rate-limit-rx': { type: 'string' },
+      ...SEE_INSIDE,
+    },
+  });
+  if (values.socket === undefined || values.tap === undefined) throw new UsageError('vhost-user needs --socket PATH and --tap NAME');
+  const queues = wholeNumber('--queues', values.queues, 1, 64, 'an integer from 1 to 64');
+  const txTimerMs = wholeNumber('--tx-timer', values['tx-timer'], 0, 1000, 'a whole number of milliseconds from 0 to 1000');
+  const mtu = values.mtu === undefined ? undefined : wholeNumber('--mtu', values.mtu, 68, 65535, 'an integer from 68 to 65535');
+  if (values.offloads !== 'on' && values.offloads !== 'off') throw new UsageError(`--offloads must be on or off, got "${values.offloads}"`);
+  const features: NetFeatureSwitches = {};
+  if (values.offloads === 'off') for (const f of OFFLOAD_FEATURES) features[f] = false;
+  Object.assign(features, values.features === undefined ? {} : parseFeatureSwitches(values.features));
+  const rateLimit: { tx?: RateLimit; rx?: RateLimit } = {};
+  if (values['rate-limit-tx'] !== undefined) rateLimit.tx = bytesPerSecond('--rate-limit-tx', values['rate-limit-tx']);
+  if (values['rate-limit-rx'] !== undefined) rateLimit.rx = bytesPerSecond('--rate-limit-rx', values['rate-limit-rx']);
+  return {
+    socket: values.socket,
+    tap: values.tap,
+    mac: values.mac,
+    client: values.client === true,
+    queues,
+    txTimerMs,
+    mtu,
+    features,
+    rateLimit,
+    trace: values.trace === true,
+    'trace-json': values['trace-json'] === true,
+    'trace-file': values['trace-file'],
+    pcap: values.pcap,
+  };
+}
+
+// `--features -RING_PACKED,...` as one argument: parseArgs takes a value
+// that starts with a dash for a flag of its own.
+function joinFeatureList(args: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const next = args[i + 1];
+    if (args[i] === '--features' && next !== undefined && !next.startsWith('--')) out.push(`--features=${args[++i]}`);
+    else out.push(args[i]!);
+  }
+  return out;
+}
+
+function wholeNumber(flag: string, text: string, min: number, max: number, what: string): number {
+  const v = Number(text);
+  if (!/^\d+$/.test(text) || v < min || v > max) throw new UsageError(`${flag} must be ${what}, got "${text}"`);
+  return v;
+}
+
+/**
+ * `-RING_PACKED,-MRG_RXBUF,+X`: each name (as in NET_FEATURES) switched off
+ * (-) or on (+) over the defaults (everything on).
+ */
+export function parseFeatureSwitches(text: string): NetFeatureSwitches {
+  const out: NetFeatureSwitches = {};
+  for (const item of text.split(',')) {
+    const sign = item[0];
+    const name = item.slice(1);
+    if ((sign !== '+' && sign !== '-') || !(name in NET_FEATURES)) {
+      throw new UsageError(`--features takes +NAME or -NAME, comma-separated (names: ${Object.keys(NET_FEATURES).join(' ')}), got "${item}" in "${text}"`);
+    }
+    if (name === 'VERSION_1' && sign === '-') throw new UsageError(`--features cannot take -VERSION_1: the device speaks VERSION_1 only, got "${text}"`);
+    out[name as NetFeatureName] = sign === '+';
+  }
+  return out;
+}
+
+/** A byte rate, with an optional k, M or G (powers of 1000): a token bucket of a tenth of a second's bytes. */
+function bytesPerSecond(flag: string, text: string): RateLimit {
+  const m = /^(\d+)([kMG]?)$/.exec(text);
+  const rate = m === null ? NaN : Number(m[1]) * { '': 1, k: 1e3, M: 1e6, G: 1e9 }[m[2] as '' | 'k' | 'M' | 'G'];
+  if (!(rate >= 1) || rate > 1e12) throw new UsageError(`${flag} must be bytes per second from 1 to 1000G (e.g. 125000000 or 125M), got "${text}"`);
+  return { bytes: { size: (rate * RATE_REFILL_MS) / 1000, refillMs: RATE_REFILL_MS } };
+}
