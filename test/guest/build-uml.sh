@@ -2,7 +2,9 @@
 # Builds the User-Mode Linux guest for the tests from Debian packages: testing's
 # user-mode-linux (the `linux` binary and its modules) and testing's libc6, both
 # unpacked, not installed, and an initramfs with busybox, the virtio-net and
-# 802.1Q modules, iperf3 and ethtool. Prints the directory holding `linux` and
+# 802.1Q modules, iperf3, ethtool and iproute2's ip as /usr/bin/ip (busybox's
+# has no maddr, allmulticast or VLAN links, and busybox's sh runs its own
+# applet for a bare `ip`). Prints the directory holding `linux` and
 # `initramfs.gz`. Cached: in $VIRTIO_TAP_UML_CACHE, default
 # ~/.cache/virtio-tap-uml; the .debs stay in its dl/ and are reused.
 #
@@ -28,8 +30,8 @@ MIRROR="${VIRTIO_TAP_UML_MIRROR:-http://deb.debian.org/debian}"
 HERE="$(cd "$(dirname "$0")" && pwd)"
 STAMP="$(sha256sum "$HERE/build-uml.sh" "$HERE/uml-init" | sha256sum | cut -c1-16)"
 if [ -f "$CACHE/ready-$STAMP" ]; then echo "$CACHE"; exit 0; fi
-for tool in apt-get dpkg-deb cpio busybox iperf3 ethtool ldd gzip; do
-  command -v "$tool" >/dev/null || { echo "build-uml: $tool is missing (install cpio, busybox-static, iperf3, ethtool)" >&2; exit 1; }
+for tool in apt-get dpkg-deb cpio busybox iperf3 ethtool ip ldd gzip; do
+  command -v "$tool" >/dev/null || { echo "build-uml: $tool is missing (install cpio, busybox-static, iperf3, ethtool, iproute2)" >&2; exit 1; }
 done
 if ! command -v patchelf >/dev/null; then
   [ "$(id -u)" = 0 ] || { echo "build-uml: patchelf is missing (apt-get install patchelf, as root)" >&2; exit 1; }
@@ -88,9 +90,9 @@ for m in failover net_failover virtio_net llc stp garp mrp 8021q; do
     *) cp "$f" "$ROOT/modules/$m.ko" ;;
   esac
 done
-# iperf3 and ethtool with the shared libraries they load, at the same paths.
+# iperf3, ethtool and ip with the shared libraries they load, at the same paths.
 mkdir -p "$ROOT/usr/bin"
-for tool in iperf3 ethtool; do
+for tool in iperf3 ethtool ip; do
   bin="$(command -v "$tool")"
   cp "$bin" "$ROOT/usr/bin/$tool"
   for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do
