@@ -88,6 +88,17 @@ describe('net device: link', () => {
     expect(dev.metrics.drops.tx_link_down).toBe(3);
   });
 
+  for (const packed of [false, true]) {
+    it(`control commands one after another are each answered (${packed ? 'packed' : 'split'} ring, EVENT_IDX)`, () => {
+      const { dev, driver } = start({ features: { RING_PACKED: packed, EVENT_IDX: true } });
+      for (let i = 1; i <= 5; i++) {
+        const mac = Uint8Array.of(0x02, 0, 0, 0, 0, i);
+        expect(driver.control(VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_ADDR_SET, mac)).toBe(0);
+        expect(formatMac(dev.mac)).toBe(formatMac(mac));
+      }
+    });
+  }
+
   it('followTapLink: the link follows the host side of the TAP', async () => {
     const { dev, tap, configInterrupts } = start({ followTapLink: 5 }, 1, 1, false);
     expect(linkBit(dev)).toBe(0); // the TAP is down from the start

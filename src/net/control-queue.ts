@@ -78,7 +78,11 @@ export class ControlQueue {
     const c = this.chain;
     let any = false;
     for (;;) {
-      const r = q.popChain(c);
+      let r = q.popChain(c);
+      // Ring empty: ask for the next kick (with EVENT_IDX that moves avail_event
+      // past what was popped: VIRTIO 1.2 §2.7, "Available Buffer Notification
+      // Suppression"), then look once more for a command that came meanwhile.
+      if (r === Pop.EMPTY && q.enableNotifications()) r = q.popChain(c);
       if (r === Pop.EMPTY) break;
       if (r === Pop.BROKEN) return 'broken';
       any = true;
