@@ -27,6 +27,8 @@ export interface ConnectionHooks {
   /** The front-end and the back-end agreed on REPLY_ACK (asked again after every request). */
   replyAck(): boolean;
   connected(): void;
+  /** A request was refused (counted). */
+  refused(): void;
   /** The connection ended (its socket is closed); the back-end lets go of what the front-end handed over. */
   disconnected(why: string): void;
 }
@@ -150,16 +152,17 @@ export class VhostUserConnection {
     let ack = 0n;
     try {
       const reply = this.hooks.answer(m);
+      this.closeLeft(m);
       if (reply !== null) {
         this.reply(m, reply);
-        for (const fd of m.fds) this.n.close(fd);
         return;
       }
     } catch (err) {
+      this.closeLeft(m);
       if (!(err instanceof VhostUserError || err instanceof QueueConfigError)) throw err;
       this.o.log(`refused ${reqName(m.request)}: ${err.message}`);
+      this.hooks.refused();
       ack = 1n;
-      for (const fd of m.fds) this.n.close(fd);
       const keep = err instanceof VhostUserError && err.keepConnection;
       if (!this.wantsAck(m) && !keep) {
         this.disconnect(`${reqName(m.request)}: ${err.message}`);
@@ -167,6 +170,12 @@ export class VhostUserConnection {
       }
     }
     if (this.wantsAck(m)) this.reply(m, u64Payload(ack));
+  }
+
+  // The message's fds no handler took: closed here, once.
+  private closeLeft(m: Message): void {
+    for (const fd of m.fds) if (fd >= 0) this.n.close(fd);
+    m.fds.length = 0;
   }
 
   private wantsAck(m: Message): boolean {
