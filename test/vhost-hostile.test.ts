@@ -1,7 +1,17 @@
 // A hostile front-end against a back-end in a child process: malformed and
 // unusual but well-framed messages and fds. After each, the back-end is
 // alive, holds what it held before, and serves a well-behaved front-end.
+import { spawnSync } from 'node:child_process';
+import { lstatSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
+import { vhostUserNetDevice } from '../src/cli/vhost-user-device.js';
+import { parseVhostUserFlags } from '../src/cli/vhost-user-flags.js';
+import { Tap } from '../src/tap/tap.js';
+import { VhostUserBackend } from '../src/transport/vhost-user/backend.js';
 
 import { native } from '../src/host/binding.js';
 import { memTablePayload, ProtocolFeature, Req, statePayload, u64Payload, vringAddrPayload } from '../src/transport/vhost-user/protocol.js';
@@ -212,5 +222,68 @@ describe('a hostile front-end cannot crash, hang or exhaust the back-end', () =>
       fe.close();
     }
     await unharmed();
+  });
+});
+
+describe('the socket path', () => {
+  const root = resolve(import.meta.dirname, '..');
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'vt-sockpath-'));
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  function command(...args: string[]) {
+    return spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'vhost-user', '--tap', 'vtsp0', ...args], { cwd: root, encoding: 'utf8', timeout: 20_000 });
+  }
+
+  it('`vhost-user --socket PATH` refuses a PATH that exists and is not a socket, and leaves it be (exit 2, one line)', () => {
+    const file = join(dir, 'precious');
+    writeFileSync(file, 'keep me');
+    const r = command('--socket', file);
+    expect(r.status).toBe(2);
+    expect(r.stderr.trim().split('\n')).toEqual([`virtio-tap: ${file} exists and is not a socket: not removing it (remove it, or choose another --socket)`]);
+    expect(readFileSync(file, 'utf8')).toBe('keep me');
+  });
+
+  it('a stale socket is removed; a socket another back-end listens on is refused', async () => {
+    const path = join(dir, 'vhost.sock');
+    const live = n.unixListen(path);
+    const tap = Tap.socketPair({ name: 'vsp0' });
+    const make = () => new VhostUserBackend({ socketPath: path, device: vhostUserNetDevice({ tap: tap.tap }) });
+    try {
+      expect(() => make().start()).toThrow(/another back-end listens on it/);
+      n.close(live); // the socket file stays: stale
+      expect(lstatSync(path).isSocket()).toBe(true);
+      const b = make();
+      b.start();
+      const c = await HostileClient.connect(path);
+      c.send(Req.GET_FEATURES);
+      expect(await c.reply()).not.toBeNull();
+      c.close();
+      b.close();
+    } finally {
+      tap.tap.close();
+      for (const p of tap.peers) p.close();
+    }
+  });
+
+  it('--socket-owner, --socket-group and --socket-mode are set on the socket after bind', () => {
+    const flags = parseVhostUserFlags(['--socket', 's', '--tap', 't', '--socket-owner', 'root', '--socket-group', '0', '--socket-mode', '0640']);
+    expect(flags.socketAccess).toEqual({ uid: 0, gid: 0, mode: 0o640 });
+    expect(() => parseVhostUserFlags(['--socket', 's', '--tap', 't', '--socket-mode', '999'])).toThrow(/--socket-mode must be octal/);
+    expect(() => parseVhostUserFlags(['--socket', 's', '--tap', 't', '--socket-owner', 'no-such-user-here'])).toThrow(/no such user "no-such-user-here"/);
+    const path = join(dir, 'vhost.sock');
+    const tap = Tap.socketPair({ name: 'vsp1' });
+    const b = new VhostUserBackend({ socketPath: path, device: vhostUserNetDevice({ tap: tap.tap }), socketAccess: { uid: 1, gid: 2, mode: 0o660 } });
+    try {
+      b.start();
+      const st = lstatSync(path);
+      expect({ uid: st.uid, gid: st.gid, mode: st.mode & 0o777 }).toEqual({ uid: 1, gid: 2, mode: 0o660 });
+    } finally {
+      b.close();
+      tap.tap.close();
+      for (const p of tap.peers) p.close();
+    }
   });
 });

@@ -22,7 +22,7 @@
 import { EventEmitter } from 'node:events';
 
 import type { BackendChannelStats } from './backend-channel.js';
-import { VhostUserConnection } from './connection.js';
+import { VhostUserConnection, type SocketAccess } from './connection.js';
 import type { VhostUserDevice } from './device.js';
 import { answer } from './handlers.js';
 import type { VhostUserStats } from './rings.js';
@@ -40,6 +40,8 @@ export interface VhostUserBackendOptions<D extends VhostUserDevice = VhostUserDe
   client?: boolean;
   /** Lines for people: connections, refusals. */
   log?: (line: string) => void;
+  /** Owner, group and mode of the socket file (listening only), set right after bind. */
+  socketAccess?: SocketAccess;
 }
 
 /**
@@ -63,7 +65,7 @@ export class VhostUserBackend<D extends VhostUserDevice = VhostUserDevice> exten
     const session = new Session(o.device, log, (e) => this.fault(e));
     this.session = session;
     this.connection = new VhostUserConnection(
-      { socketPath: o.socketPath, client: o.client === true, log },
+      { socketPath: o.socketPath, client: o.client === true, log, ...(o.socketAccess !== undefined ? { socketAccess: o.socketAccess } : {}) },
       {
         answer: (m) => answer(session, m),
         replyAck: () => session.replyAck,
