@@ -1,11 +1,11 @@
-// Test tier 4: the vhost-user protocol fuzzer for a bounded time (about 25 s,
+// Test tier 4: the vhost-user protocol fuzzer for a bounded time (about 15 s,
 // or VIRTIO_TAP_FUZZ_SECONDS; VIRTIO_TAP_FUZZ_SEED to replay a seed). For
 // hours: `npm run fuzz -- --seconds 3600`.
 import { describe, expect, it } from 'vitest';
 
 import { fuzz } from './helpers/vhost-fuzz.js';
 
-const seconds = Number(process.env['VIRTIO_TAP_FUZZ_SECONDS'] ?? 25);
+const seconds = Number(process.env['VIRTIO_TAP_FUZZ_SECONDS'] ?? 15);
 const seed = Number(process.env['VIRTIO_TAP_FUZZ_SEED'] ?? 0x5eed);
 
 describe('vhost-user protocol fuzzer', () => {
