@@ -16,7 +16,8 @@
         "native/io.cc",
         "native/readv-mergeable.cc",
         "native/poll.cc",
-        "native/vhost.cc"
+        "native/vhost.cc",
+        "native/fds.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"]

@@ -33,6 +33,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitIo(env, exports);
   InitPoll(env, exports);
   InitVhost(env, exports);
+  InitFds(env, exports);
   return exports;
 }
 

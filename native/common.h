@@ -63,6 +63,7 @@ void InitRegions(Napi::Env env, Napi::Object exports);
 void InitIo(Napi::Env env, Napi::Object exports);
 void InitPoll(Napi::Env env, Napi::Object exports);
 void InitVhost(Napi::Env env, Napi::Object exports);
+void InitFds(Napi::Env env, Napi::Object exports);
 
 // Resolves (region, offset, length) to a pointer, or nullptr when the
 // segment does not lie inside a live region. Refreshes the region's view once

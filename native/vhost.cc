@@ -19,12 +19,17 @@ namespace vtap {
 class MappingTable;
 
 // A mapping handed to JavaScript as an external ArrayBuffer. The buffer's
-// finalizer deletes it; `table` is null once the table is gone.
+// finalizer deletes it; `table` is null once the table is gone. While
+// `creating`, the finalizer only notes that it ran (`refused`): Node calls it
+// at once when it refuses the buffer (a length over its limit), and the one
+// who made the mapping frees it then, once.
 struct Mapping {
   void* ptr;
   size_t size;
   bool mapped;
   MappingTable* table;
+  bool creating;
+  bool refused;
 };
 
 // The mappings of one environment, kept in its instance data (addon.cc), so a
@@ -201,6 +206,11 @@ static Napi::Value RecvWithFds(const Napi::CallbackInfo& info) {
       }
     }
   }
+  // A message with more fds than fit is refused whole: every fd it brought is closed, none handed over.
+  if (overflow) {
+    for (int i = 0; i < count; i++) close(fds[1 + i]);
+    count = 0;
+  }
   fds[0] = overflow ? -1 : count;
   return SocketResult(env, n);
 }
@@ -244,13 +254,15 @@ static Napi::Value SendWithFds(const Napi::CallbackInfo& info) {
   return SocketResult(env, n);
 }
 
-// memfdCreate(name, size) -> fd | -errno: shared memory such as a VMM's RAM.
+// memfdCreate(name, size, { sealable }?) -> fd | -errno: shared memory such
+// as a VMM's RAM; sealable: MFD_ALLOW_SEALING, as QEMU's memory-backend-memfd.
 static Napi::Value MemfdCreate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string name;
   int64_t size;
   if (!ArgString(info, 0, &name) || !ArgInt(info, 1, 0, INT64_C(1) << 40, &size)) return env.Undefined();
-  int fd = memfd_create(name.c_str(), MFD_CLOEXEC);
+  bool sealable = info.Length() >= 3 && info[2].IsObject() && info[2].As<Napi::Object>().Get("sealable").ToBoolean().Value();
+  int fd = memfd_create(name.c_str(), MFD_CLOEXEC | (sealable ? MFD_ALLOW_SEALING : 0));
   if (fd < 0) return Errno(env, errno);
   if (ftruncate(fd, static_cast<off_t>(size)) < 0) {
     int err = errno;
@@ -262,12 +274,18 @@ static Napi::Value MemfdCreate(const Napi::CallbackInfo& info) {
 
 static void FinalizeMapping(napi_env /*env*/, void* /*data*/, void* hint) {
   Mapping* m = static_cast<Mapping*>(hint);
+  if (m->creating) {
+    m->refused = true;
+    return;
+  }
   if (m->mapped) munmap(m->ptr, m->size);
   if (m->table != nullptr) m->table->Remove(m);
   delete m;
 }
 
 // mmapShared(fd, size, offset) -> ArrayBuffer | -errno. MAP_SHARED, read-write.
+// -EFBIG when Node refuses an ArrayBuffer that large (over 4 GiB in Node 20):
+// the mapping is undone, once, and no exception is left pending.
 static Napi::Value MmapShared(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int64_t fd, size, offset;
@@ -278,15 +296,20 @@ static Napi::Value MmapShared(const Napi::CallbackInfo& info) {
                  static_cast<off_t>(offset));
   if (p == MAP_FAILED) return Errno(env, errno);
   MappingTable* table = GetMappings(env);
-  Mapping* m = new Mapping{p, static_cast<size_t>(size), true, table};
+  Mapping* m = new Mapping{p, static_cast<size_t>(size), true, table, true, false};
   table->Add(m);
   napi_value ab;
-  if (napi_create_external_arraybuffer(env, p, m->size, FinalizeMapping, m, &ab) != napi_ok) {
+  napi_status st = napi_create_external_arraybuffer(env, p, m->size, FinalizeMapping, m, &ab);
+  m->creating = false;
+  if (st != napi_ok || m->refused) {
+    // Invariant: Node either made the buffer (and owns m through the finalizer) or refused it; here it refused.
+    bool pending = false;
+    napi_value ignored;
+    if (napi_is_exception_pending(env, &pending) == napi_ok && pending) napi_get_and_clear_last_exception(env, &ignored);
     munmap(p, m->size);
     table->Remove(m);
     delete m;
-    Napi::Error::New(env, "cannot expose the mapping as an ArrayBuffer").ThrowAsJavaScriptException();
-    return env.Undefined();
+    return Errno(env, EFBIG);
   }
   return Napi::Value(env, ab);
 }
@@ -310,18 +333,24 @@ static Napi::Value Unmap(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, 0);
 }
 
-// eventfdCreate() -> fd | -errno (non-blocking, close-on-exec).
+// eventfdCreate({ blocking }?) -> fd | -errno (close-on-exec; non-blocking
+// unless asked otherwise, which only tests of a hostile front-end do).
 static Napi::Value EventfdCreate(const Napi::CallbackInfo& info) {
-  int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  bool blocking = info.Length() >= 1 && info[0].IsObject() && info[0].As<Napi::Object>().Get("blocking").ToBoolean().Value();
+  int fd = eventfd(0, (blocking ? 0 : EFD_NONBLOCK) | EFD_CLOEXEC);
   if (fd < 0) return Errno(info.Env(), errno);
   return Napi::Number::New(info.Env(), fd);
 }
 
-// eventfdWrite(fd) -> 0 | -errno: adds 1 (a kick or a call).
+// eventfdWrite(fd, value?: bigint) -> 0 | -errno: adds 1 (a kick or a call), or value.
 static Napi::Value EventfdWrite(const Napi::CallbackInfo& info) {
   int64_t fd;
   if (!ArgInt(info, 0, 0, INT32_MAX, &fd)) return info.Env().Undefined();
   uint64_t one = 1;
+  if (info.Length() >= 2 && info[1].IsBigInt()) {
+    bool lossless = false;
+    one = info[1].As<Napi::BigInt>().Uint64Value(&lossless);
+  }
   if (write(static_cast<int>(fd), &one, sizeof one) < 0) return Errno(info.Env(), errno == EWOULDBLOCK ? EAGAIN : errno);
   return Napi::Number::New(info.Env(), 0);
 }

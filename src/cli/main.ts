@@ -26,7 +26,10 @@ commands:
   vhost-user   serve a virtio-net device as a vhost-user back-end on a TAP: to QEMU
            (which runs the control queue and config space itself) or to a
            front-end that hands over every queue (User-Mode Linux's virtio_uml)
-           --socket PATH     the vhost-user socket
+           --socket PATH     the vhost-user socket (a stale socket there is removed;
+                             anything else there is refused)
+           --socket-owner USER, --socket-group GROUP, --socket-mode MODE   owner,
+                             group and octal mode of the socket, set after bind
            --tap NAME        the TAP: attached to if it exists (a TAP you own needs no
                              privileges), created otherwise
            --mac MAC         the device's MAC (QEMU's own config space governs its guest)

@@ -1,9 +1,11 @@
 // The `vhost-user` command's flags, checked: each bad value is one line
 // naming the flag and the value (main turns it into exit 2).
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
 import { NET_FEATURES, type NetFeatureName, type NetFeatureSwitches } from '../net/features.js';
 import type { RateLimit } from '../net/rate-limiter.js';
+import type { SocketAccess } from '../transport/vhost-user/connection.js';
 
 export const SEE_INSIDE = {
   trace: { type: 'boolean', default: false },
@@ -53,6 +55,8 @@ export interface VhostUserFlags {
   'trace-json': boolean;
   'trace-file': string | undefined;
   pcap: string | undefined;
+  /** --socket-owner, --socket-group, --socket-mode: set on the socket file after bind. */
+  socketAccess: SocketAccess;
 }
 
 /** Parses and checks the command's arguments; throws UsageError (or parseArgs' own error) for a bad one. */
@@ -71,6 +75,9 @@ export function parseVhostUserFlags(args: string[]): VhostUserFlags {
       offloads: { type: 'string', default: 'on' },
       'rate-limit-tx': { type: 'string' },
       'rate-limit-rx': { type: 'string' },
+      'socket-owner': { type: 'string' },
+      'socket-group': { type: 'string' },
+      'socket-mode': { type: 'string' },
       ...SEE_INSIDE,
     },
   });
@@ -99,7 +106,35 @@ export function parseVhostUserFlags(args: string[]): VhostUserFlags {
     'trace-json': values['trace-json'] === true,
     'trace-file': values['trace-file'],
     pcap: values.pcap,
+    socketAccess: socketAccess(values['socket-owner'], values['socket-group'], values['socket-mode']),
   };
+}
+
+/** --socket-owner USER, --socket-group GROUP (names or numbers), --socket-mode MODE (octal, such as 0660). */
+function socketAccess(owner: string | undefined, group: string | undefined, mode: string | undefined): SocketAccess {
+  const a: SocketAccess = {};
+  if (owner !== undefined) a.uid = idOf('--socket-owner', owner, '/etc/passwd');
+  if (group !== undefined) a.gid = idOf('--socket-group', group, '/etc/group');
+  if (mode !== undefined) {
+    if (!/^0?[0-7]{3}$/.test(mode)) throw new UsageError(`--socket-mode must be octal permission bits such as 0660, got "${mode}"`);
+    a.mode = parseInt(mode, 8);
+  }
+  return a;
+}
+
+// A user or group by number, or by name from the local database file (name:x:id:...).
+function idOf(flag: string, text: string, db: string): number {
+  if (/^\d+$/.test(text)) return wholeNumber(flag, text, 0, 0xfffffffe, 'a name or an id below 2^32 - 1');
+  let lines: string[] = [];
+  try {
+    lines = readFileSync(db, 'utf8').split('\n');
+  } catch {
+    // no database: only numbers work
+  }
+  const line = lines.find((l) => l.split(':')[0] === text);
+  const id = line === undefined ? NaN : Number(line.split(':')[2]);
+  if (!Number.isInteger(id)) throw new UsageError(`${flag}: no such ${db === '/etc/group' ? 'group' : 'user'} "${text}" in ${db} (a number works too)`);
+  return id;
 }
 
 // `--features -RING_PACKED,...` as one argument: parseArgs takes a value

@@ -33,6 +33,16 @@ export interface NativeConstants {
   readonly IOV_MAX: number;
 }
 
+export type FdKind = 'eventfd' | 'file' | 'dir' | 'pipe' | 'socket' | 'char' | 'block' | 'other';
+
+export interface FdInfo {
+  kind: FdKind;
+  /** st_size for a regular file, else 0. */
+  size: number;
+  /** F_GET_SEALS, or -errno for a file that cannot be sealed. */
+  seals: number;
+}
+
 export interface NativeBinding {
   readonly constants: NativeConstants;
   open(path: string): number;
@@ -110,15 +120,25 @@ export interface NativeBinding {
   /** Bytes or -errno; fds[0] = fds received (-1: more than fit, all closed), fds[1..] the fds. */
   recvWithFds(fd: number, buf: Uint8Array, fds: Int32Array): number;
   sendWithFds(fd: number, buf: Uint8Array, fds?: Int32Array): number;
-  memfdCreate(name: string, size: number): number;
+  /** sealable: MFD_ALLOW_SEALING (as QEMU's memory-backend-memfd). */
+  memfdCreate(name: string, size: number, options?: { sealable?: boolean }): number;
   /** A MAP_SHARED read-write mapping as an ArrayBuffer, or -errno. */
   mmapShared(fd: number, size: number, offset: number): ArrayBuffer | number;
   /** Detaches the buffer (every view reads as empty), then unmaps it. */
   unmap(buffer: ArrayBuffer): number;
-  eventfdCreate(): number;
-  eventfdWrite(fd: number): number;
+  /** Non-blocking unless `blocking` (tests of a hostile front-end). */
+  eventfdCreate(options?: { blocking?: boolean }): number;
+  /** Adds 1, or `value`. */
+  eventfdWrite(fd: number, value?: bigint): number;
   /** The counter (reset to 0), or -EAGAIN when it was 0. */
   eventfdRead(fd: number): number;
+  /** What an fd is: kind ('eventfd', 'file', 'dir', 'pipe', 'socket', 'char', 'block', 'other'), st_size, F_GET_SEALS (or -errno). */
+  fdInfo(fd: number): FdInfo | number;
+  /** F_ADD_SEALS F_SEAL_SHRINK: 0 or -errno. */
+  sealShrink(fd: number): number;
+  /** O_NONBLOCK on the file description: 0 or -errno. */
+  setNonBlocking(fd: number): number;
+  ftruncate(fd: number, size: number): number;
 }
 
 function packageRoot(): string {

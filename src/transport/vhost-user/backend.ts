@@ -22,9 +22,10 @@
 import { EventEmitter } from 'node:events';
 
 import type { BackendChannelStats } from './backend-channel.js';
-import { VhostUserConnection } from './connection.js';
+import { VhostUserConnection, type SocketAccess } from './connection.js';
 import type { VhostUserDevice } from './device.js';
 import { answer } from './handlers.js';
+import type { VhostUserStats } from './rings.js';
 import { Session } from './session.js';
 
 export interface VhostUserBackendOptions<D extends VhostUserDevice = VhostUserDevice> {
@@ -39,9 +40,18 @@ export interface VhostUserBackendOptions<D extends VhostUserDevice = VhostUserDe
   client?: boolean;
   /** Lines for people: connections, refusals. */
   log?: (line: string) => void;
+  /** Owner, group and mode of the socket file (listening only), set right after bind. */
+  socketAccess?: SocketAccess;
 }
 
-/** Emits 'connect', 'disconnect' (with why), 'error' (tier 3, from the device). */
+/**
+ * Emits 'connect', 'disconnect' (with why), and 'error': a VhostUserError
+ * with code ERR_VHOST_USER_RING_BROKEN (tier 2: the guest broke a ring; the
+ * device needs a reset) or ERR_VHOST_USER_RING_FD (tier 3: a kick or call fd
+ * failed), or the device's HostError (tier 3). Each also writes the ring's
+ * error eventfd where there is a ring, makes one log line and is counted in
+ * `stats`. Without a listener the errors are only logged and counted.
+ */
 export class VhostUserBackend<D extends VhostUserDevice = VhostUserDevice> extends EventEmitter {
   readonly device: D;
   private readonly session: Session;
@@ -52,14 +62,15 @@ export class VhostUserBackend<D extends VhostUserDevice = VhostUserDevice> exten
     super();
     const log = o.log ?? (() => {});
     this.device = o.device;
-    const session = new Session(o.device, log);
+    const session = new Session(o.device, log, (e) => this.fault(e));
     this.session = session;
     this.connection = new VhostUserConnection(
-      { socketPath: o.socketPath, client: o.client === true, log },
+      { socketPath: o.socketPath, client: o.client === true, log, ...(o.socketAccess !== undefined ? { socketAccess: o.socketAccess } : {}) },
       {
         answer: (m) => answer(session, m),
         replyAck: () => session.replyAck,
         connected: () => this.emit('connect'),
+        refused: () => session.stats.refused++,
         disconnected: (why) => {
           session.end();
           this.emit('disconnect', why);
@@ -67,7 +78,21 @@ export class VhostUserBackend<D extends VhostUserDevice = VhostUserDevice> exten
       },
     );
     o.device.setInterruptSink((kind, q) => session.interrupt(kind, q));
-    o.device.on('error', (e: Error) => this.emit('error', e));
+    o.device.on('error', (e: Error) => {
+      session.stats.deviceErrors++;
+      log(`device error: ${e.message}`);
+      this.fault(e);
+    });
+  }
+
+  // Tier 2 and 3 under vhost-user: an 'error' for whoever listens (the log line and the count are made where it happened).
+  private fault(e: Error): void {
+    if (this.listenerCount('error') > 0) this.emit('error', e);
+  }
+
+  /** What the back-end counted: requests refused, rings broken, ring fds that failed, interrupts pending, device errors. */
+  get stats(): Readonly<VhostUserStats> {
+    return this.session.stats;
   }
 
   /** What the back-end channel carried: config changes sent, merged, acked, refused and dropped. */

@@ -3,7 +3,8 @@
 // reading framed messages with their fds; replies, and REPLY_ACK's yes or no
 // for requests that asked; and the end of a connection, which closes every
 // fd it brought.
-import { rmSync } from 'node:fs';
+import { chmodSync, chownSync, lstatSync, rmSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 
 import { native, type NativePoller } from '../../host/binding.js';
 import { HostError } from '../../host/errors.js';
@@ -27,6 +28,8 @@ export interface ConnectionHooks {
   /** The front-end and the back-end agreed on REPLY_ACK (asked again after every request). */
   replyAck(): boolean;
   connected(): void;
+  /** A request was refused (counted). */
+  refused(): void;
   /** The connection ended (its socket is closed); the back-end lets go of what the front-end handed over. */
   disconnected(why: string): void;
 }
@@ -36,6 +39,15 @@ export interface ConnectionOptions {
   /** Connect to a front-end that listens (reconnecting when it goes) instead of listening. */
   client: boolean;
   log: (line: string) => void;
+  /** Who owns the socket file and its mode, set after bind (as OVS-DPDK and DPDK's vhost library let operators). */
+  socketAccess?: SocketAccess;
+}
+
+export interface SocketAccess {
+  uid?: number;
+  gid?: number;
+  /** Permission bits, such as 0o660. */
+  mode?: number;
 }
 
 /** How long a client waits before trying a front-end that was not there again. */
@@ -62,13 +74,53 @@ export class VhostUserConnection {
       this.connect();
       return;
     }
-    rmSync(this.o.socketPath, { force: true });
+    this.removeStale();
     const fd = this.n.unixListen(this.o.socketPath);
     if (fd < 0) throw HostError.fromErrno(fd, 'listen', `listening on ${this.o.socketPath}`);
     this.listenFd = fd;
+    this.applyAccess();
     this.listenPoller = new this.n.Poller(fd, () => this.accept());
     this.listenPoller.start(1);
     this.o.log(`listening on ${this.o.socketPath}`);
+  }
+
+  // Whatever is at the socket path: nothing, or a socket nobody listens on
+  // (removed); anything else is refused, since removing it would lose it.
+  private removeStale(): void {
+    const path = this.o.socketPath;
+    let isSocket: boolean;
+    try {
+      isSocket = lstatSync(path).isSocket();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw err;
+    }
+    const E = osConstants.errno;
+    if (!isSocket) throw new HostError(`${path} exists and is not a socket: not removing it (remove it, or choose another --socket)`, 'EEXIST', -E.EEXIST, 'bind');
+    const probe = this.n.unixConnect(path);
+    if (probe >= 0) {
+      this.n.close(probe);
+      throw new HostError(`${path}: another back-end listens on it`, 'EADDRINUSE', -E.EADDRINUSE, 'bind');
+    }
+    this.o.log(`removing the stale socket ${path}`);
+    rmSync(path, { force: true });
+  }
+
+  // Owner, group and mode of the socket file, as asked; the socket is closed and removed when they cannot be set.
+  private applyAccess(): void {
+    const a = this.o.socketAccess;
+    if (a === undefined) return;
+    const path = this.o.socketPath;
+    try {
+      if (a.uid !== undefined || a.gid !== undefined) chownSync(path, a.uid ?? -1, a.gid ?? -1);
+      if (a.mode !== undefined) chmodSync(path, a.mode);
+    } catch (err) {
+      this.n.close(this.listenFd);
+      this.listenFd = -1;
+      rmSync(path, { force: true });
+      const e = err as NodeJS.ErrnoException;
+      throw new HostError(`setting the owner and mode of ${path} failed: ${e.message}`, e.code ?? 'EPERM', e.errno ?? 0, e.syscall ?? 'chown');
+    }
   }
 
   /** Ends the connection, stops listening and removes the socket file. */
@@ -150,16 +202,17 @@ export class VhostUserConnection {
     let ack = 0n;
     try {
       const reply = this.hooks.answer(m);
+      this.closeLeft(m);
       if (reply !== null) {
         this.reply(m, reply);
-        for (const fd of m.fds) this.n.close(fd);
         return;
       }
     } catch (err) {
+      this.closeLeft(m);
       if (!(err instanceof VhostUserError || err instanceof QueueConfigError)) throw err;
       this.o.log(`refused ${reqName(m.request)}: ${err.message}`);
+      this.hooks.refused();
       ack = 1n;
-      for (const fd of m.fds) this.n.close(fd);
       const keep = err instanceof VhostUserError && err.keepConnection;
       if (!this.wantsAck(m) && !keep) {
         this.disconnect(`${reqName(m.request)}: ${err.message}`);
@@ -167,6 +220,12 @@ export class VhostUserConnection {
       }
     }
     if (this.wantsAck(m)) this.reply(m, u64Payload(ack));
+  }
+
+  // The message's fds no handler took: closed here, once.
+  private closeLeft(m: Message): void {
+    for (const fd of m.fds) if (fd >= 0) this.n.close(fd);
+    m.fds.length = 0;
   }
 
   private wantsAck(m: Message): boolean {

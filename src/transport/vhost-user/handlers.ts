@@ -2,6 +2,8 @@
 // types"), in a table by request. Each checks its payload and fds, then acts
 // on the session; a handler throws VhostUserError (or QueueConfigError, from
 // the device) to refuse its request.
+import { native, type FdKind } from '../../host/binding.js';
+import { errnoName } from '../../host/errors.js';
 import { bit, hasFeature } from '../../virtio/constants.js';
 import {
   configPayload,
@@ -64,6 +66,23 @@ class Request {
     return this;
   }
 
+  /** The one fd the request brings, checked to be of `kind` and made non-blocking (still the message's). */
+  oneFd(kind: FdKind): number {
+    if (this.m.fds.length !== 1) throw new VhostUserError(`${this.name}: expected one fd, got ${this.m.fds.length}`);
+    const fd = this.m.fds[0]!;
+    const info = native().fdInfo(fd);
+    const is = typeof info === 'number' ? `an fd fstat refuses (${errnoName(info)})` : `a ${info.kind}`;
+    if (typeof info === 'number' || info.kind !== kind) throw new VhostUserError(`${this.name}: the fd is ${is}, not ${kind === 'eventfd' ? 'an' : 'a'} ${kind}`);
+    const rc = native().setNonBlocking(fd);
+    if (rc < 0) throw new VhostUserError(`${this.name}: cannot make the fd non-blocking: ${errnoName(rc)}`);
+    return fd;
+  }
+
+  /** The request keeps its fds from now on: the connection does not close them. */
+  takeFds(): void {
+    this.m.fds.fill(-1);
+  }
+
   u32(at: number): number {
     return this.dv.getUint32(at, true);
   }
@@ -123,15 +142,35 @@ const resetOwner: Handler = (s, r) => {
   return null;
 };
 
-// A new table replaces the old: stop, unmap what it replaces, go on with the new.
+// A new table replaces the old: stop, use the new, start again, and only
+// then unmap what it replaced. A table the rings cannot start in is refused:
+// the old one is put back and started again, and the new one unmapped.
 const setMemTable: Handler = (s, r) => {
   const next = s.memory.map(r.view, r.fds);
   const wasRunning = s.device.running;
   s.rings.stop();
-  s.memory.replace(next);
-  if (wasRunning) s.maybeStart();
+  const old = s.memory.swap(next);
+  try {
+    if (wasRunning) s.maybeStart();
+  } catch (err) {
+    s.rings.stop();
+    s.memory.release(s.memory.swap(old), false);
+    restart(s, 'the memory table in use before');
+    throw err;
+  }
+  s.memory.release(old, true);
+  r.takeFds();
   return null;
 };
+
+// After a refused request was undone: start again what ran before (a failure now is logged, not the request's).
+function restart(s: Session, what: string): void {
+  try {
+    s.maybeStart();
+  } catch (err) {
+    s.log(`rings not started again with ${what}: ${(err as Error).message}`);
+  }
+}
 
 const setVringNum: Handler = (s, r) => {
   const ring = r.noFds().need(8).ring(s);
@@ -167,19 +206,32 @@ const getVringBase: Handler = (s, r) => {
 
 const FD_SLOT: Partial<Record<number, RingFd>> = { [Req.SET_VRING_KICK]: 'kickFd', [Req.SET_VRING_CALL]: 'callFd', [Req.SET_VRING_ERR]: 'errFd' };
 
-// SET_VRING_KICK, _CALL, _ERR: a u64 naming the ring (bits 0-7) and whether an fd comes.
+// SET_VRING_KICK, _CALL, _ERR: a u64 naming the ring (bits 0-7) and whether
+// an fd comes, an eventfd (vhost-user.rst), made non-blocking: a call that
+// would block is an interrupt already pending. The fd it replaces is closed
+// once the request holds; a kick that cannot start the rings is undone.
 const setVringFd: Handler = (s, r) => {
   const v = Number(r.need(8).u64(0) & 0xffffn);
   const ring = s.rings.at(v & VHOST_USER_VRING_IDX_MASK, r.name);
   const noFd = (v & VHOST_USER_VRING_NOFD_MASK) !== 0;
-  if (!noFd && r.fds.length !== 1) throw new VhostUserError(`${r.name}: expected one fd, got ${r.fds.length}`);
   if (noFd && r.fds.length !== 0) throw new VhostUserError(`${r.name}: no fd announced, got ${r.fds.length}`);
-  s.rings.setFd(ring, FD_SLOT[r.m.request]!, noFd ? -1 : r.fds[0]!);
-  if (r.m.request === Req.SET_VRING_KICK) {
-    // Without protocol features a ring is enabled as it starts (vhost-user.rst, "Starting and stopping rings").
-    if (!s.protocolAcked) ring.enabled = true;
-    s.maybeStart();
+  const fd = noFd ? -1 : r.oneFd('eventfd');
+  const slot = FD_SLOT[r.m.request]!;
+  const enabled = ring.enabled;
+  const old = s.rings.replaceFd(ring, slot, fd);
+  try {
+    if (r.m.request === Req.SET_VRING_KICK) {
+      // Without protocol features a ring is enabled as it starts (vhost-user.rst, "Starting and stopping rings").
+      if (!s.protocolAcked) ring.enabled = true;
+      s.maybeStart();
+    }
+  } catch (err) {
+    s.rings.replaceFd(ring, slot, old);
+    ring.enabled = enabled;
+    throw err;
   }
+  if (old >= 0) native().close(old);
+  r.takeFds();
   return null;
 };
 
@@ -187,17 +239,23 @@ const setVringFd: Handler = (s, r) => {
 // disables every ring before it frees them); other rings follow maybeStart.
 const setVringEnable: Handler = (s, r) => {
   const ring = r.noFds().need(8).ring(s);
+  const was = ring.enabled;
   ring.enabled = r.u32(4) === 1;
   if (!ring.enabled && r.u32(0) < 2 && s.device.running) s.rings.stop();
-  s.maybeStart();
+  try {
+    s.maybeStart();
+  } catch (err) {
+    ring.enabled = was;
+    throw err;
+  }
   return null;
 };
 
 // The channel for the back-end's own requests (config changes).
 const setBackendReqFd: Handler = (s, r) => {
   r.agreed(s, ProtocolFeature.BACKEND_REQ, 'BACKEND_REQ');
-  if (r.fds.length !== 1) throw new VhostUserError(`${r.name}: expected one fd, got ${r.fds.length}`);
-  s.channel.set(r.fds[0]!);
+  s.channel.set(r.oneFd('socket'));
+  r.takeFds();
   return null;
 };
 

@@ -79,23 +79,31 @@ export interface Message {
   request: number;
   flags: number;
   payload: Uint8Array;
+  /**
+   * The fds that came with it. A handler that keeps one takes it (its slot
+   * becomes -1); the connection closes whatever is left, once, whether the
+   * request was answered or refused.
+   */
   fds: number[];
 }
 
 /**
- * Why a message is refused. A refusal without REPLY_ACK ends the connection
- * (the front-end would go on believing the request worked) unless
- * `keepConnection` says the refusal leaves nothing half done, as a write to
- * a read-only config field does.
+ * Why a message is refused (code ERR_VHOST_USER), or what went wrong with a
+ * ring (ERR_VHOST_USER_RING_BROKEN, tier 2: the guest broke it;
+ * ERR_VHOST_USER_RING_FD, tier 3: a kick or call fd failed). A refusal
+ * without REPLY_ACK ends the connection (the front-end would go on believing
+ * the request worked) unless `keepConnection` says the refusal leaves nothing
+ * half done, as a write to a read-only config field does.
  */
 export class VhostUserError extends Error {
   override readonly name = 'VhostUserError';
-  readonly code = 'ERR_VHOST_USER';
+  readonly code: string;
   readonly keepConnection: boolean;
 
-  constructor(message: string, options: { keepConnection?: boolean } = {}) {
+  constructor(message: string, options: { keepConnection?: boolean; code?: string } = {}) {
     super(message);
     this.keepConnection = options.keepConnection === true;
+    this.code = options.code ?? 'ERR_VHOST_USER';
   }
 }
 

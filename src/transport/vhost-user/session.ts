@@ -5,6 +5,7 @@
 import {
   VIRTIO_CONFIG_S_DRIVER_OK,
   VIRTIO_CONFIG_S_FEATURES_OK,
+  VIRTIO_CONFIG_S_NEEDS_RESET,
   hasFeature,
 } from '../../virtio/constants.js';
 import type { InterruptKind } from '../../virtio/device.js';
@@ -12,11 +13,12 @@ import { BackendChannel } from './backend-channel.js';
 import type { VhostUserDevice } from './device.js';
 import { MemoryTable } from './memory.js';
 import { ProtocolFeature } from './protocol.js';
-import { Rings } from './rings.js';
+import { freshStats, Rings, type FaultSink, type VhostUserStats } from './rings.js';
 
 export class Session {
-  readonly memory = new MemoryTable();
+  readonly memory: MemoryTable;
   readonly rings: Rings;
+  readonly stats: VhostUserStats = freshStats();
   readonly channel: BackendChannel;
   /** Virtio features acked with SET_FEATURES (VHOST_USER_F_PROTOCOL_FEATURES aside). */
   acked = 0n;
@@ -30,8 +32,10 @@ export class Session {
   constructor(
     readonly device: VhostUserDevice,
     readonly log: (line: string) => void,
+    onFault: FaultSink = () => {},
   ) {
-    this.rings = new Rings(device, this.memory, log);
+    this.memory = new MemoryTable(log);
+    this.rings = new Rings(device, this.memory, log, this.stats, onFault);
     this.channel = new BackendChannel(log);
   }
 
@@ -46,8 +50,13 @@ export class Session {
 
   /** The device's interrupts: used buffers to the rings' call fds, config changes to the back-end channel. */
   interrupt(kind: InterruptKind, queue: number): void {
-    if (kind === 'vring') this.rings.interrupt(kind, queue);
-    else if (this.has(ProtocolFeature.CONFIG)) this.channel.configChanged(this.replyAck);
+    if (kind === 'vring') {
+      this.rings.interrupt(kind, queue);
+      return;
+    }
+    // A config interrupt with DEVICE_NEEDS_RESET set: the device found a ring broken (tier 2).
+    if ((this.device.status & VIRTIO_CONFIG_S_NEEDS_RESET) !== 0) this.rings.reportBroken();
+    if (this.has(ProtocolFeature.CONFIG)) this.channel.configChanged(this.replyAck);
   }
 
   /**
@@ -68,6 +77,7 @@ export class Session {
    */
   setStatus(value: number): void {
     const dev = this.device;
+    const before = this.written;
     this.written = value;
     if (value === 0) {
       this.rings.stop();
@@ -79,7 +89,13 @@ export class Session {
       const bits = value & ~VIRTIO_CONFIG_S_DRIVER_OK;
       if (bits !== 0) dev.setStatus(bits);
     }
-    if ((value & VIRTIO_CONFIG_S_DRIVER_OK) !== 0) this.maybeStart();
+    if ((value & VIRTIO_CONFIG_S_DRIVER_OK) === 0) return;
+    try {
+      this.maybeStart();
+    } catch (err) {
+      this.written = before; // the rings did not start: DRIVER_OK did not take
+      throw err;
+    }
   }
 
   /** GET_STATUS: the device's status as it is. */
