@@ -355,13 +355,18 @@ static Napi::Value EventfdWrite(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), 0);
 }
 
-// eventfdRead(fd) -> count | -errno (-EAGAIN when it is 0).
+// eventfdRead(fd) -> count (at least 1) | 0 at end of file | -errno (-EAGAIN when nothing waits).
+// Also reads the 8-byte counts a pipe or socket pair carries instead of an eventfd.
 static Napi::Value EventfdRead(const Napi::CallbackInfo& info) {
   int64_t fd;
   if (!ArgInt(info, 0, 0, INT32_MAX, &fd)) return info.Env().Undefined();
   uint64_t v = 0;
-  if (read(static_cast<int>(fd), &v, sizeof v) < 0) return Errno(info.Env(), errno == EWOULDBLOCK ? EAGAIN : errno);
-  return Napi::Number::New(info.Env(), static_cast<double>(v));
+  const ssize_t n = read(static_cast<int>(fd), &v, sizeof v);
+  if (n < 0) return Errno(info.Env(), errno == EWOULDBLOCK ? EAGAIN : errno);
+  // 0 is end of file (a pipe or socket whose writer is gone); an eventfd never
+  // reads 0, and a pipe or socket that gave bytes is at least one kick.
+  if (n == 0) return Napi::Number::New(info.Env(), 0);
+  return Napi::Number::New(info.Env(), v > 0 ? static_cast<double>(v) : 1);
 }
 
 void InitVhost(Napi::Env env, Napi::Object exports) {

@@ -66,13 +66,13 @@ class Request {
     return this;
   }
 
-  /** The one fd the request brings, checked to be of `kind` and made non-blocking (still the message's). */
-  oneFd(kind: FdKind): number {
+  /** The one fd the request brings, checked to be of one of `kinds` and made non-blocking (still the message's). */
+  oneFd(...kinds: FdKind[]): number {
     if (this.m.fds.length !== 1) throw new VhostUserError(`${this.name}: expected one fd, got ${this.m.fds.length}`);
     const fd = this.m.fds[0]!;
     const info = native().fdInfo(fd);
     const is = typeof info === 'number' ? `an fd fstat refuses (${errnoName(info)})` : `a ${info.kind}`;
-    if (typeof info === 'number' || info.kind !== kind) throw new VhostUserError(`${this.name}: the fd is ${is}, not ${kind === 'eventfd' ? 'an' : 'a'} ${kind}`);
+    if (typeof info === 'number' || !kinds.includes(info.kind)) throw new VhostUserError(`${this.name}: the fd is ${is}, not ${kinds.map((k) => (k === 'eventfd' ? 'an' : 'a') + ' ' + k).join(' or ')}`);
     const rc = native().setNonBlocking(fd);
     if (rc < 0) throw new VhostUserError(`${this.name}: cannot make the fd non-blocking: ${errnoName(rc)}`);
     return fd;
@@ -207,15 +207,19 @@ const getVringBase: Handler = (s, r) => {
 const FD_SLOT: Partial<Record<number, RingFd>> = { [Req.SET_VRING_KICK]: 'kickFd', [Req.SET_VRING_CALL]: 'callFd', [Req.SET_VRING_ERR]: 'errFd' };
 
 // SET_VRING_KICK, _CALL, _ERR: a u64 naming the ring (bits 0-7) and whether
-// an fd comes, an eventfd (vhost-user.rst), made non-blocking: a call that
-// would block is an interrupt already pending. The fd it replaces is closed
-// once the request holds; a kick that cannot start the rings is undone.
+// an fd comes. vhost-user.rst says an eventfd; Linux's UML (virtio_uml) hands
+// over one end of a pipe or socket pair and reads and writes 8-byte counts
+// on it, so those are taken too (regular files, devices, directories and
+// memory fds are refused). Made non-blocking: a call that would block is an
+// interrupt already pending; a kick fd at end of file stops its ring. The fd
+// it replaces is closed once the request holds; a kick that cannot start the
+// rings is undone.
 const setVringFd: Handler = (s, r) => {
   const v = Number(r.need(8).u64(0) & 0xffffn);
   const ring = s.rings.at(v & VHOST_USER_VRING_IDX_MASK, r.name);
   const noFd = (v & VHOST_USER_VRING_NOFD_MASK) !== 0;
   if (noFd && r.fds.length !== 0) throw new VhostUserError(`${r.name}: no fd announced, got ${r.fds.length}`);
-  const fd = noFd ? -1 : r.oneFd('eventfd');
+  const fd = noFd ? -1 : r.oneFd('eventfd', 'pipe', 'socket');
   const slot = FD_SLOT[r.m.request]!;
   const enabled = ring.enabled;
   const old = s.rings.replaceFd(ring, slot, fd);
