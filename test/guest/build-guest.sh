@@ -6,7 +6,9 @@
 set -euo pipefail
 CACHE="${VIRTIO_TAP_GUEST_CACHE:-$HOME/.cache/virtio-tap-guest}"
 HERE="$(cd "$(dirname "$0")" && pwd)"
-STAMP="$(sha256sum "$HERE/build-guest.sh" "$HERE/init" | sha256sum | cut -c1-16)"
+STAMP="$(sha256sum "$HERE/build-guest.sh" "$HERE/initramfs.sh" "$HERE/init" | sha256sum | cut -c1-16)"
+# shellcheck source=initramfs.sh
+. "$HERE/initramfs.sh"
 if [ -f "$CACHE/ready-$STAMP" ]; then echo "$CACHE"; exit 0; fi
 for tool in apt-get dpkg-deb depmod cpio busybox iperf3 ethtool ldd; do
   command -v "$tool" >/dev/null || { echo "build-guest: $tool is missing (install kmod, cpio, busybox-static, iperf3, ethtool)" >&2; exit 1; }
@@ -28,28 +30,9 @@ mkdir -p "$ROOT"/{bin,sbin,proc,sys,dev,tmp,modules}
 cp "$(command -v busybox)" "$ROOT/bin/busybox"
 MODDIR="$CACHE/kernel/lib/modules/$VER"
 # Dependency order (MACHINE-NOTES: these are modules in the cloud kernel).
-for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net; do
-  f="$(find "$MODDIR" -name "$m.ko*" | head -1)"
-  [ -n "$f" ] || { echo "build-guest: module $m not found" >&2; exit 1; }
-  case "$f" in
-    *.xz) xz -dc "$f" > "$ROOT/modules/$m.ko" ;;
-    *.zst) zstd -dc "$f" > "$ROOT/modules/$m.ko" ;;
-    *) cp "$f" "$ROOT/modules/$m.ko" ;;
-  esac
-done
-# iperf3 and ethtool with the shared libraries they load, at the same paths.
-mkdir -p "$ROOT/usr/bin"
-for tool in iperf3 ethtool; do
-  bin="$(command -v "$tool")"
-  cp "$bin" "$ROOT/usr/bin/$tool"
-  for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do
-    mkdir -p "$ROOT$(dirname "$lib")"
-    cp -L "$lib" "$ROOT$lib"
-  done
-done
-cp "$HERE/init" "$ROOT/init"
-chmod 755 "$ROOT/init"
-(cd "$ROOT" && find . | cpio -o -H newc --quiet | gzip -1) > "$CACHE/initramfs.gz"
+copy_modules build-guest "$MODDIR" "$ROOT" virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net
+copy_tools "$ROOT" iperf3 ethtool
+pack_initramfs "$ROOT" "$HERE/init" "$CACHE/initramfs.gz"
 rm -f "$CACHE"/ready-*
 touch "$CACHE/ready-$STAMP"
 echo "$CACHE"

@@ -28,7 +28,9 @@ set -euo pipefail
 CACHE="${VIRTIO_TAP_UML_CACHE:-$HOME/.cache/virtio-tap-uml}"
 MIRROR="${VIRTIO_TAP_UML_MIRROR:-http://deb.debian.org/debian}"
 HERE="$(cd "$(dirname "$0")" && pwd)"
-STAMP="$(sha256sum "$HERE/build-uml.sh" "$HERE/uml-init" | sha256sum | cut -c1-16)"
+STAMP="$(sha256sum "$HERE/build-uml.sh" "$HERE/initramfs.sh" "$HERE/uml-init" | sha256sum | cut -c1-16)"
+# shellcheck source=initramfs.sh
+. "$HERE/initramfs.sh"
 if [ -f "$CACHE/ready-$STAMP" ]; then echo "$CACHE"; exit 0; fi
 for tool in apt-get dpkg-deb cpio busybox iperf3 ethtool ip ldd gzip; do
   command -v "$tool" >/dev/null || { echo "build-uml: $tool is missing (install cpio, busybox-static, iperf3, ethtool, iproute2)" >&2; exit 1; }
@@ -81,28 +83,9 @@ rm -rf "$ROOT"
 mkdir -p "$ROOT"/{bin,sbin,proc,sys,dev,tmp,host,modules}
 cp "$(command -v busybox)" "$ROOT/bin/busybox"
 # Dependency order (modinfo -F depends): the init loads them in this order.
-for m in failover net_failover virtio_net llc stp garp mrp 8021q; do
-  f="$(find "$MODDIR" -name "$m.ko*" | head -1)"
-  [ -n "$f" ] || { echo "build-uml: module $m not found in $MODDIR" >&2; exit 1; }
-  case "$f" in
-    *.xz) xz -dc "$f" > "$ROOT/modules/$m.ko" ;;
-    *.zst) zstd -dc "$f" > "$ROOT/modules/$m.ko" ;;
-    *) cp "$f" "$ROOT/modules/$m.ko" ;;
-  esac
-done
-# iperf3, ethtool and ip with the shared libraries they load, at the same paths.
-mkdir -p "$ROOT/usr/bin"
-for tool in iperf3 ethtool ip; do
-  bin="$(command -v "$tool")"
-  cp "$bin" "$ROOT/usr/bin/$tool"
-  for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do
-    mkdir -p "$ROOT$(dirname "$lib")"
-    cp -L "$lib" "$ROOT$lib"
-  done
-done
-cp "$HERE/uml-init" "$ROOT/init"
-chmod 755 "$ROOT/init"
-(cd "$ROOT" && find . | cpio -o -H newc --quiet | gzip -1) > "$CACHE/initramfs.gz"
+copy_modules build-uml "$MODDIR" "$ROOT" failover net_failover virtio_net llc stp garp mrp 8021q
+copy_tools "$ROOT" iperf3 ethtool ip
+pack_initramfs "$ROOT" "$HERE/uml-init" "$CACHE/initramfs.gz"
 rm -rf "$ROOT" "$CACHE/root/usr/share" "$CACHE/root/usr/lib/uml" # the modules needed are in the initramfs
 rm -f "$CACHE"/ready-*
 touch "$CACHE/ready-$STAMP"
