@@ -48,6 +48,13 @@ export { MmioTransport, MMIO, MMIO_MAGIC, VIRTIO_ID_NET, VIRTIO_MMIO_INT_VRING, 
 export type { MmioOptions, MmioDevice } from './transport/mmio.js';
 export { MmioDeviceHandle } from './driver/mmio-handle.js';
 export type { MmioBus } from './driver/mmio-handle.js';
+export { PciTransport, pciLayout, PCI_VENDOR_ID_REDHAT_QUMRANET, VIRTIO_PCI_DEVICE_ID_BASE } from './transport/pci.js';
+export type { PciOptions, PciDevice, PciLayout, PciRegion, PciStats } from './transport/pci.js';
+export { COMMON as PCI_COMMON, VIRTIO_MSI_NO_VECTOR } from './transport/pci-common.js';
+export { PciConfigSpace, PciConfigError } from './transport/pci-config.js';
+export type { BarSpec } from './transport/pci-config.js';
+export { PciDeviceHandle } from './driver/pci-handle.js';
+export type { PciBus, PciHandleOptions } from './driver/pci-handle.js';
 export { VhostUserBackend } from './transport/vhost-user/backend.js';
 export type { VhostUserBackendOptions } from './transport/vhost-user/backend.js';
 export type { BackendChannelStats } from './transport/vhost-user/backend-channel.js';
