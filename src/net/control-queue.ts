@@ -77,9 +77,12 @@ export class ControlQueue {
     const q = this.q;
     const c = this.chain;
     let any = false;
-    for (;;) {
+    for (let budget = 2 * q.size; budget > 0; budget--) {
       const r = q.popChain(c);
-      if (r === Pop.EMPTY) break;
+      // Ask for the next kick (with EVENT_IDX: avail_event = the next entry, §2.7.10, or
+      // a driver such as Linux's never kicks again); a command added meanwhile is taken now.
+      if (r === Pop.EMPTY && !q.enableNotifications()) break;
+      if (r === Pop.EMPTY) continue;
       if (r === Pop.BROKEN) return 'broken';
       any = true;
       // Gather the device-readable part (class, command, data): control path, a copy is fine.
