@@ -311,3 +311,19 @@ describe('virtio-pci reset', () => {
     await exchange(v);
   });
 });
+
+describe('guest memory that moves (a VMM such as v86 replaces the buffer under its RAM)', () => {
+  it('moveMemory rebuilds the active queues over the new views and traffic goes on where it was', async () => {
+    const v = setup({ bars: 'io', msix: false, packed: false });
+    v.driver.start();
+    await exchange(v);
+    const r = v.ram.regions[0]!;
+    const moved = new GuestMemory([{ gpa: 0, bytes: new Uint8Array(r.bytes.buffer, r.bytes.byteOffset, r.bytes.byteLength) }]);
+    const before = v.device.queues.slice();
+    v.device.moveMemory(moved);
+    v.transport.memory = moved;
+    expect(v.device.queues.every((q, i) => q !== null && q !== before[i] && q.mem === moved)).toBe(true);
+    await exchange(v);
+    await exchange(v);
+  });
+});
