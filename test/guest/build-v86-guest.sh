@@ -66,7 +66,7 @@ done
 # ethtool, and the libraries it loads, at the paths the i386 loader searches.
 cp "$(find "$U/sbin" "$U/usr/sbin" -name ethtool 2>/dev/null | head -1)" "$ROOT/usr/sbin/ethtool"
 cp -L "$U/lib/i386-linux-gnu/ld-linux.so.2" "$ROOT/lib/ld-linux.so.2"
-for lib in libc.so.6 libmnl.so.0; do
+for lib in libc.so.6 libm.so.6 libmnl.so.0; do
   cp -L "$(find "$U/lib/i386-linux-gnu" "$U/usr/lib/i386-linux-gnu" -name "$lib" 2>/dev/null | head -1)" "$ROOT/lib/i386-linux-gnu/$lib"
 done
 cp "$HERE/v86-init" "$ROOT/init"
