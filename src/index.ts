@@ -63,6 +63,15 @@ export { vhostUserNetDevice } from './cli/vhost-user-device.js';
 export type { VhostUserNetDeviceOptions } from './cli/vhost-user-device.js';
 export { VhostUserError } from './transport/vhost-user/protocol.js';
 
+// v86 (optional dependency v86@0.5.462, loaded on first use): the device on a v86 PC's PCI bus.
+export { V86Machine } from './v86/machine.js';
+export type { V86MachineOptions } from './v86/machine.js';
+export { V86GuestRam } from './v86/guest-ram.js';
+export { attachPci } from './v86/pci-attach.js';
+export { SerialConsole } from './v86/console.js';
+export { loadV86, V86Error } from './v86/v86-api.js';
+export { bootV86Guest, pingFromGuest, fetchFromHost, sendToHost } from './v86/session.js';
+
 // Seeing inside: trace events, pcapng capture.
 export { Tracer, traceToJson } from './trace/trace.js';
 export type { TraceEvent, TraceEventBody, TraceListener, TraceDescriptor } from './trace/trace.js';
