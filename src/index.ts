@@ -48,6 +48,13 @@ export { MmioTransport, MMIO, MMIO_MAGIC, VIRTIO_ID_NET, VIRTIO_MMIO_INT_VRING, 
 export type { MmioOptions, MmioDevice } from './transport/mmio.js';
 export { MmioDeviceHandle } from './driver/mmio-handle.js';
 export type { MmioBus } from './driver/mmio-handle.js';
+export { PciTransport, pciLayout, PCI_VENDOR_ID_REDHAT_QUMRANET, VIRTIO_PCI_DEVICE_ID_BASE } from './transport/pci.js';
+export type { PciOptions, PciDevice, PciLayout, PciRegion, PciStats } from './transport/pci.js';
+export { COMMON as PCI_COMMON, VIRTIO_MSI_NO_VECTOR } from './transport/pci-common.js';
+export { PciConfigSpace, PciConfigError } from './transport/pci-config.js';
+export type { BarSpec } from './transport/pci-config.js';
+export { PciDeviceHandle } from './driver/pci-handle.js';
+export type { PciBus, PciHandleOptions } from './driver/pci-handle.js';
 export { VhostUserBackend } from './transport/vhost-user/backend.js';
 export type { VhostUserBackendOptions } from './transport/vhost-user/backend.js';
 export type { BackendChannelStats } from './transport/vhost-user/backend-channel.js';
@@ -55,6 +62,15 @@ export type { VhostUserDevice } from './transport/vhost-user/device.js';
 export { vhostUserNetDevice } from './cli/vhost-user-device.js';
 export type { VhostUserNetDeviceOptions } from './cli/vhost-user-device.js';
 export { VhostUserError } from './transport/vhost-user/protocol.js';
+
+// v86 (optional dependency v86@0.5.462, loaded on first use): the device on a v86 PC's PCI bus.
+export { V86Machine } from './v86/machine.js';
+export type { V86MachineOptions } from './v86/machine.js';
+export { V86GuestRam } from './v86/guest-ram.js';
+export { attachPci } from './v86/pci-attach.js';
+export { SerialConsole } from './v86/console.js';
+export { loadV86, V86Error } from './v86/v86-api.js';
+export { bootV86Guest, pingFromGuest, fetchFromHost, sendToHost } from './v86/session.js';
 
 // Seeing inside: trace events, pcapng capture.
 export { Tracer, traceToJson } from './trace/trace.js';

@@ -6,6 +6,7 @@ import { runDemo, type DemoLog } from '../demo/demo.js';
 import { runTour } from '../tour/present.js';
 import { traceFrom, vhostUserCommand } from './vhost-user-command.js';
 import { SEE_INSIDE } from './vhost-user-flags.js';
+import { v86Command } from './v86-command.js';
 
 const USAGE = `usage: virtio-tap <command> [options]
 
@@ -52,6 +53,16 @@ commands:
            The guest's link follows the TAP's (ip link set NAME down/up). Signals:
            SIGINT, SIGTERM stop it; SIGUSR1 asks the guest to announce itself
            (GUEST_ANNOUNCE, when the device runs the control queue)
+  v86      boot the project's Linux guest (test/guest/build-v86-guest.sh) in v86 under
+           Node with a virtio-tap NIC on virtio-pci, on a TAP; the guest's own virtio_net
+           pings the host and fetches bytes over TCP (SHA-256 checked on both sides);
+           then the device's metrics. Needs the optional package v86@0.5.462 and seabios
+           --tap NAME        attach to an existing TAP (with the host address on it)
+           --host-ip CIDR    host side address of a TAP it creates (default 198.18.86.1/24)
+           --guest-ip ADDR   guest address (default 198.18.86.2)
+           --image DIR       vmlinuz and initramfs.gz (default ~/.cache/virtio-tap-v86)
+           --bytes N         bytes the guest fetches (default 262144)
+           --shell           leave the guest's console attached instead (Ctrl-] leaves)
   tour     walk one frame out of and one frame into the guest, step by step,
            showing the ring memory as it changes (no privileges needed)
            --split | --packed   one layout only (default both)
@@ -118,6 +129,7 @@ async function main(argv: string[]): Promise<number> {
     }
   }
   if (command === 'vhost-user') return vhostUserCommand(rest, log);
+  if (command === 'v86') return v86Command(rest, log);
   if (command === 'tour') {
     const { values } = parseArgs({
       args: rest,

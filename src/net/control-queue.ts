@@ -77,13 +77,14 @@ export class ControlQueue {
     const q = this.q;
     const c = this.chain;
     let any = false;
-    for (;;) {
-      let r = q.popChain(c);
+    // A budget of twice the ring: a guest that keeps adding commands cannot hold the device here.
+    for (let budget = 2 * q.size; budget > 0; budget--) {
+      const r = q.popChain(c);
       // Ring empty: ask for the next kick (with EVENT_IDX that moves avail_event
       // past what was popped: VIRTIO 1.2 §2.7, "Available Buffer Notification
-      // Suppression"), then look once more for a command that came meanwhile.
-      if (r === Pop.EMPTY && q.enableNotifications()) r = q.popChain(c);
-      if (r === Pop.EMPTY) break;
+      // Suppression"), then take a command that came meanwhile.
+      if (r === Pop.EMPTY && !q.enableNotifications()) break;
+      if (r === Pop.EMPTY) continue;
       if (r === Pop.BROKEN) return 'broken';
       any = true;
       // Gather the device-readable part (class, command, data): control path, a copy is fine.

@@ -330,17 +330,22 @@ export class NetDevice extends VirtioDeviceCore {
 
   protected override onReset(): void {
     this.stopQueues();
-    this.control = null;
     this.activePairs = 1;
     this.config.mac = this.defaultMac;
     this.config.status = this.config.status & ~VIRTIO_NET_S_ANNOUNCE;
     this.filter.reset(this.defaultMac);
   }
 
+  protected override onMemoryMove(before: boolean): void {
+    if (before) return this.stopQueues();
+    for (let i = 0; i <= this.pairs; i++) if (i < this.pairs) this.servePair(i); else this.serveControl();
+  }
+
   // Worker threads first: they must be off the rings before anything changes.
   private stopQueues(): void {
     this.threads.stopAll(this.metrics);
     for (const p of this.queuePairs) p.stop();
+    this.control = null;
   }
 
   // The link changed: the config status bit, the pairs (a pair whose link is down does not transmit), a config interrupt.

@@ -202,6 +202,25 @@ export abstract class VirtioDeviceCore extends EventEmitter {
     this.raise('config', -1);
   }
 
+  /**
+   * Guest memory moved (a VMM replaced the buffer under its RAM, as v86 does
+   * when its wasm memory grows): every active queue is rebuilt over `mem` at
+   * the same addresses, resuming where it was (getBase/setBase). The device
+   * stops serving its queues first and serves them again after.
+   */
+  moveMemory(mem: GuestMemory): void {
+    this.onMemoryMove(true);
+    const old = new Set<GuestMemory>();
+    this.queues.forEach((q, i) => {
+      if (q === null) return;
+      const base = q.getBase();
+      old.add(q.mem);
+      this.activateQueue(i, mem, q.addresses).setBase(base);
+    });
+    for (const m of old) if (m !== mem) m.unregisterIo();
+    if (this.running) this.onMemoryMove(false);
+  }
+
   /** Back to the initial state: status 0, no features, no queues. */
   reset(): void {
     if (this.tracer !== null) this.tracer.emit({ type: 'reset' });
@@ -217,5 +236,7 @@ export abstract class VirtioDeviceCore extends EventEmitter {
   protected onDriverOk(): void {}
   protected onBroken(): void {}
   protected onReset(): void {}
+  /** Before (true) and after (false) moveMemory rebuilds the queues: stop serving them, serve them again. */
+  protected onMemoryMove(_before: boolean): void {}
   protected onTracer(_tracer: Tracer | null): void {}
 }

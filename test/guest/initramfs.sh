@@ -34,9 +34,10 @@ copy_tools() {
   done
 }
 
-# pack_initramfs ROOT INIT OUT: INIT as ROOT/init, ROOT packed as a gzip'd cpio at OUT.
+# pack_initramfs ROOT INIT OUT [LEVEL]: INIT as ROOT/init, ROOT packed as a
+# cpio gzip'd at LEVEL (default 1) at OUT.
 pack_initramfs() {
   cp "$2" "$1/init"
   chmod 755 "$1/init"
-  (cd "$1" && find . | cpio -o -H newc --quiet | gzip -1) > "$3"
+  (cd "$1" && find . | cpio -o -H newc --quiet | gzip "-${4:-1}") > "$3"
 }
