@@ -17,8 +17,9 @@
 #
 # Running it (see test/guest/uml-init), stdin from /dev/null:
 #   DIR/linux mem=256M initrd=DIR/initramfs.gz con=null con0=fd:0,fd:1 quiet \
-#     ubd0=/dev/null virtio_uml.device=SOCKET:1 vt.dir=HOSTDIR
-# (ubd0=/dev/null silences "Failed to initialize ubd device 0".) The guest
+#     ubd0=EMPTYFILE virtio_uml.device=SOCKET:1 vt.dir=HOSTDIR
+# (an empty ubd0 of its own silences "Failed to initialize ubd device 0"; UML
+# locks that file, so two guests cannot share /dev/null for it.) The guest
 # mounts host directory HOSTDIR on /host (hostfs), runs `sh /host/run.sh` with
 # its output on the console (stdout), prints "VT-DONE <status>" and powers off
 # (linux exits 0); the script may leave result files in /host. Without vt.dir:

@@ -164,8 +164,11 @@ export class UmlGuest {
   constructor(umlDir: string, socket: string, script: string, timeoutMs = 90_000) {
     this.dir = mkdtempSync(join(tmpdir(), 'vt-uml-'));
     writeFileSync(join(this.dir, 'run.sh'), `${PRELUDE}\n${script}\n`);
+    // An empty disk of its own: UML locks its ubd0 file, so guests sharing
+    // /dev/null would refuse each other's boot.
+    writeFileSync(join(this.dir, 'ubd0'), '');
     const args = [
-      'mem=256M', `initrd=${umlDir}/initramfs.gz`, 'con=null', 'con0=fd:0,fd:1', 'quiet', 'ubd0=/dev/null',
+      'mem=256M', `initrd=${umlDir}/initramfs.gz`, 'con=null', 'con0=fd:0,fd:1', 'quiet', `ubd0=${join(this.dir, 'ubd0')}`,
       `virtio_uml.device=${socket}:1`, `vt.dir=${this.dir}`,
     ];
     // Its own process group: UML's helper processes go with it.
