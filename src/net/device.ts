@@ -247,7 +247,7 @@ export class NetDevice extends VirtioDeviceCore {
   }
 
   /**
-   * A device that goes on from a snapshot (parsed JSON), on `o.tap` over the
+   * A device that goes on from a snapshot (parsed, or JSON text), on `o.tap` over the
    * same guest memory, serving and announcing the guest unless `o.paused`.
    * A malformed, truncated or newer snapshot, or one that does not fit the
    * TAP or the memory, is refused with a SnapshotError naming the field,

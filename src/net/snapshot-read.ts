@@ -6,7 +6,7 @@ import type { Tap } from '../tap/tap.js';
 import { parseMac } from '../util/addr.js';
 import { hasFeature } from '../virtio/constants.js';
 import { readCoreSnapshot } from '../virtio/queue-snapshot.js';
-import { checkHeader, readInts, SnapshotError, SnapshotFields } from '../virtio/snapshot-fields.js';
+import { checkHeader, parsedSnapshot, readInts, SnapshotError, SnapshotFields } from '../virtio/snapshot-fields.js';
 import { NET_HDR_SIZE, VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_MRG_RXBUF } from './constants.js';
 import { GUEST_OFFLOADS, offeredFeatures, rxFrameRoom } from './features.js';
 import type { FilterState } from './filter.js';
@@ -19,9 +19,9 @@ import { NET_SNAPSHOT_FORMAT, NET_SNAPSHOT_VERSION, switchesFor, type NetSnapsho
 const MAX_MAC_TABLE = 4096;
 const MAX_COUNT = Number.MAX_SAFE_INTEGER;
 
-/** Reads and checks a parsed snapshot; throws SnapshotError naming the first field at fault. */
+/** Reads and checks a snapshot (parsed, or JSON text); throws SnapshotError naming the first field at fault. */
 export function readNetSnapshot(input: unknown): NetSnapshot {
-  const f = SnapshotFields.of(input, '');
+  const f = SnapshotFields.of(parsedSnapshot(input), '');
   checkHeader(f, NET_SNAPSHOT_FORMAT, NET_SNAPSHOT_VERSION);
   const device = readDevice(f.obj('device'));
   const offered = BigInt(device.offeredFeatures);

@@ -11,6 +11,8 @@ export type SnapshotErrorCode =
   | 'ERR_SNAPSHOT_WORKER'
   /** snapshot(): the device behind a transport cannot snapshot itself. */
   | 'ERR_SNAPSHOT_UNSUPPORTED'
+  /** restore: text that is not JSON (cut short, say). */
+  | 'ERR_SNAPSHOT_JSON'
   /** restore: not a snapshot of this kind (its `format`). */
   | 'ERR_SNAPSHOT_FORMAT'
   /** restore: a `version` this build does not read (a newer one, say). */
@@ -174,6 +176,16 @@ export function maskText(m: bigint): string {
 /** Bytes as a snapshot writes them (see SnapshotFields.bytes). */
 export function bytesText(b: Uint8Array): string {
   return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('base64');
+}
+
+/** A snapshot given as JSON text parsed, or given parsed: as it is. */
+export function parsedSnapshot(input: unknown): unknown {
+  if (typeof input !== 'string') return input;
+  try {
+    return JSON.parse(input) as unknown;
+  } catch (e) {
+    throw new SnapshotError('ERR_SNAPSHOT_JSON', `not JSON (${input.length} characters): ${(e as Error).message}`);
+  }
 }
 
 /** Checks a snapshot's `format` and `version`: this build reads versions 1 to `version` of `format`. */
