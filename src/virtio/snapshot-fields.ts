@@ -150,6 +150,11 @@ export class SnapshotFields {
     return this.get(key) === null ? null : read(key);
   }
 
+  /** Field `key` as it is, unchecked (a part another reader checks). */
+  value(key: string): unknown {
+    return this.get(key);
+  }
+
   /** Whether field `key` is there (for optional fields). */
   has(key: string): boolean {
     return Object.prototype.hasOwnProperty.call(this.o, key) && this.o[key] !== undefined;
