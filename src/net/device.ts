@@ -241,9 +241,8 @@ export class NetDevice extends VirtioDeviceCore {
     if (this.closed) throw new SnapshotError('ERR_SNAPSHOT_CLOSED', 'the device is closed');
     if (this.threads.size > 0) throw new SnapshotError('ERR_SNAPSHOT_WORKER', 'queue pairs run in worker threads, whose rings this thread cannot quiesce');
     const pairStates = this.queuePairs.map((p) => p.quiesce()); // before the rings' positions are read
-    const { deviceFeatures: offered, control, defaultMac, config, activePairs, guestOffloads, metrics } = this;
-    const settings = this.queuePairs[0]!.settings;
-    return netSnapshot({ offered, control, defaultMac, settings, core: this.snapshotCore(), config: config.bytes, activePairs, guestOffloads, filter: this.filter.state(), adminUp: this.link.adminUp, pairStates, metrics });
+    const { deviceFeatures: offered, control, defaultMac, activePairs, guestOffloads, metrics, link, filter, config, queuePairs } = this;
+    return netSnapshot({ offered, control, defaultMac, settings: queuePairs[0]!.settings, core: this.snapshotCore(), config: config.bytes, activePairs, guestOffloads, filter: filter.state(), adminUp: link.adminUp, pairStates, metrics });
   }
 
   /**
@@ -277,12 +276,13 @@ export class NetDevice extends VirtioDeviceCore {
   resume(): void {
     const r = this.pending;
     this.pending = null;
-    if (r === null || this.closed || !this.running) return;
+    if (r === null || this.closed) return;
+    if (((this.config.status & VIRTIO_NET_S_LINK_UP) !== 0) !== this.link.up) this.onLinkChange(this.link.up);
+    if (!this.running) return;
     this.serveAll(this.activePairs);
     this.queues.forEach((q, i) => {
       if (q !== null && q.flushUsed()) this.raise('vring', i);
     });
-    if (((this.config.status & VIRTIO_NET_S_LINK_UP) !== 0) !== this.link.up) this.onLinkChange(this.link.up);
     if (r.announce && !this.requestAnnounce()) sendGratuitousArp(this.tap, this.config.mac, r.ip);
   }
 

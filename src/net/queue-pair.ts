@@ -151,6 +151,7 @@ export class QueuePair implements NetQueueContext {
    */
   quiesce(): PairState {
     const rx = this.rx;
+    if (!this.serving && this.resume !== null) return this.resume; // restored, not served yet
     return {
       heldFrame: rx !== null ? rx.buffers.quiesce() : null,
       rx: rx !== null && this.rxLimiter !== null ? this.rxLimiter.levels() : null,
