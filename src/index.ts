@@ -18,6 +18,9 @@ export { SplitQueue, needEvent } from './virtio/split-queue.js';
 export { PackedQueue, packedNeedEvent } from './virtio/packed-queue.js';
 export { VirtioDeviceCore } from './virtio/device.js';
 export type { InterruptKind, DeviceCoreOptions, DeviceCoreStats } from './virtio/device.js';
+export { SnapshotError } from './virtio/snapshot-fields.js';
+export type { SnapshotErrorCode } from './virtio/snapshot-fields.js';
+export type { CoreSnapshot, QueueSnapshot } from './virtio/queue-snapshot.js';
 
 // The guest side in TypeScript.
 export { SplitDriver } from './driver/split-driver.js';
@@ -30,7 +33,9 @@ export type { QueueRig, QueueRigOptions, RingLayout } from './driver/rig.js';
 
 // The virtio-net device and its TypeScript guest driver.
 export { NetDevice } from './net/device.js';
-export type { NetDeviceOptions } from './net/device.js';
+export type { NetDeviceOptions, NetRestoreOptions } from './net/device.js';
+export { NET_SNAPSHOT_FORMAT, NET_SNAPSHOT_VERSION } from './net/snapshot.js';
+export type { NetSnapshot, PairSnapshot } from './net/snapshot.js';
 export { NET_FEATURES, featureMask, featureNames } from './net/features.js';
 export type { NetFeatureName, NetFeatureSwitches } from './net/features.js';
 export { NetMetrics, DROP_REASONS } from './net/metrics.js';
@@ -46,6 +51,8 @@ export type { NetDriverOptions, ReceivedFrame, VirtioDeviceHandle } from './driv
 // Transports.
 export { MmioTransport, MMIO, MMIO_MAGIC, VIRTIO_ID_NET, VIRTIO_MMIO_INT_VRING, VIRTIO_MMIO_INT_CONFIG } from './transport/mmio.js';
 export type { MmioOptions, MmioDevice } from './transport/mmio.js';
+export { MMIO_SNAPSHOT_FORMAT, MMIO_SNAPSHOT_VERSION } from './transport/mmio-snapshot.js';
+export type { MmioSnapshot, MmioQueueRegs } from './transport/mmio-snapshot.js';
 export { MmioDeviceHandle } from './driver/mmio-handle.js';
 export type { MmioBus } from './driver/mmio-handle.js';
 export { PciTransport, pciLayout, PCI_VENDOR_ID_REDHAT_QUMRANET, VIRTIO_PCI_DEVICE_ID_BASE } from './transport/pci.js';

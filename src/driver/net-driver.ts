@@ -95,7 +95,7 @@ export class NetDriver {
   readonly stats = { txFrames: 0, txFull: 0, rxFrames: 0, rxBytes: 0, interrupts: 0, configInterrupts: 0 };
   onFrame: ((f: ReceivedFrame) => void) | null = null;
   onConfigChange: (() => void) | null = null;
-  private readonly dev: VirtioDeviceHandle;
+  private dev: VirtioDeviceHandle;
   private readonly o: Required<Omit<NetDriverOptions, 'features' | 'rxBufferSize' | 'memory'>> & Pick<NetDriverOptions, 'features' | 'rxBufferSize'>;
   private alloc: GuestAllocator;
   private readonly queues: PairQueues[] = [];
@@ -158,6 +158,15 @@ export class NetDriver {
     for (const q of this.queues) q.rxBufs.post(q.rx);
   }
 
+  /**
+   * Goes on with another device that took this one's state over (a restored
+   * snapshot, NetDevice.restore): rings, buffers and tokens stay as they are;
+   * kicks and config reads go to `device` from now on.
+   */
+  attach(device: VirtioDeviceHandle): void {
+    this.dev = device;
+  }
+
   /** VIRTIO_NET_F_MRG_RXBUF was negotiated (set at start). */
   get mergeable(): boolean {
     return this.isMergeable;
@@ -194,8 +203,7 @@ export class NetDriver {
 
   /** Sends one frame (Ethernet, header excluded) with the given header fields. False when the queue is full. */
   send(frame: Uint8Array, header: Partial<NetHeader> = {}, pair = 0): boolean {
-    const q = this.queues[pair];
-    if (q === undefined) throw new NetDriverError(`no queue pair ${pair}`);
+    const q = this.pairQueues(pair);
     this.reapTx(q);
     const need = NET_HDR_SIZE + frame.length;
     const slotIdx = q.txFree.findIndex((i) => q.txSlots[i]!.size >= need);
@@ -341,9 +349,18 @@ export class NetDriver {
 
   /** The transmit queue of a pair, for callers that lay out their own chains (benchmarks). */
   txQueue(pair = 0): DriverQueue {
+    return this.pairQueues(pair).tx;
+  }
+
+  /** The receive queue of a pair, for callers that watch its buffers (tests). */
+  rxQueue(pair = 0): DriverQueue {
+    return this.pairQueues(pair).rx;
+  }
+
+  private pairQueues(pair: number): PairQueues {
     const q = this.queues[pair];
     if (q === undefined) throw new NetDriverError(`no queue pair ${pair}`);
-    return q.tx;
+    return q;
   }
 
   /** Guest memory of `len` bytes, for buffers of one's own. */

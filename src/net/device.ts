@@ -9,10 +9,12 @@
 // features say (controlIfNegotiated: the device's iff CTRL_VQ is acked). It
 // is virtqueue 2N with MQ negotiated and 2 without (§5.1.2).
 import type { Tap } from '../tap/tap.js';
-import { parseMac, randomMac } from '../util/addr.js';
+import { parseIpv4, parseMac, randomMac } from '../util/addr.js';
 import { hasFeature } from '../virtio/constants.js';
 import { VirtioDeviceCore, type InterruptKind } from '../virtio/device.js';
 import type { DeviceQueue } from '../virtio/queue.js';
+import { buildQueues } from '../virtio/queue-snapshot.js';
+import { SnapshotError } from '../virtio/snapshot-fields.js';
 import { configWriteRefusal, NetConfig } from './config.js';
 import {
   NET_HDR_SIZE,
@@ -24,73 +26,20 @@ import {
   VIRTIO_NET_S_LINK_UP,
 } from './constants.js';
 import { ControlQueue, type ControlHandlers } from './control-queue.js';
-import { featureDependencyError, featureNames, GUEST_OFFLOADS, offeredFeatures, tunOffloads, type NetFeatureSwitches } from './features.js';
+import type { ControlMode, NetDeviceOptions, NetRestoreOptions } from './device-options.js';
+import { featureDependencyError, featureNames, GUEST_OFFLOADS, offeredFeatures } from './features.js';
+import { guestOffloadsAllowed, programTapOffloads } from './offloads.js';
 import { RxFilter } from './filter.js';
 import { LINK_POLL_MS, LinkState } from './link-state.js';
 import { NetMetrics } from './metrics.js';
 import { PairThreads } from './pair-thread.js';
 import type { PcapWriter } from './pcap.js';
-import { QueuePair, type PairOwner, type PairSettings } from './queue-pair.js';
-import type { RateLimit } from './rate-limiter.js';
+import { pairSettings, QueuePair, type PairOwner } from './queue-pair.js';
+import { netSnapshot, pairState, restoredOptions, sendGratuitousArp, type NetSnapshot } from './snapshot.js';
+import { checkRestoreTap, readNetSnapshot } from './snapshot-read.js';
 import type { Tracer } from '../trace/trace.js';
 
-export interface NetDeviceOptions {
-  /** Opened with vnetHdr (12-byte header) and one queue per pair. */
-  tap: Tap;
-  /** The guest's MAC (config space); default a random local one. */
-  mac?: string | Uint8Array;
-  /** MTU offered in config space; default the TAP's. */
-  mtu?: number;
-  /** Feature switches over the defaults (everything on). */
-  features?: NetFeatureSwitches;
-  rateLimit?: { tx?: RateLimit; rx?: RateLimit };
-  /**
-   * Raised for used buffers (with the virtqueue index) and config changes.
-   * Optional when a transport attaches itself later (setInterruptSink).
-   */
-  interrupt?: (kind: InterruptKind, queue: number) => void;
-  /** Frames per native call. */
-  batch?: number;
-  /**
-   * Transmit timer in milliseconds (0, the default: off). After a kick's
-   * frames are sent, kicks stay off and the ring is looked at again this
-   * much later, until a look finds nothing: a burst costs one wakeup per
-   * period instead of one per kick, at up to this much added delay for the
-   * frames after the first. Whole milliseconds (the event loop's timers).
-   */
-  txTimerMs?: number;
-  /**
-   * The control queue is served elsewhere (a vhost-user front-end such as
-   * QEMU runs it and tells the device what follows, e.g. which pairs are in
-   * use): no control queue here, and MQ offered without CTRL_VQ.
-   */
-  controlElsewhere?: boolean;
-  /**
-   * The control queue is the device's when the driver acks CTRL_VQ and
-   * elsewhere when it does not: CTRL_VQ and the features that need it are
-   * offered, and a driver without CTRL_VQ may still have MQ and
-   * GUEST_ANNOUNCE (a vhost-user front-end such as QEMU runs the control
-   * queue and never passes CTRL_VQ on; a whole-device one such as UML's
-   * virtio_uml acks it). Overrides controlElsewhere.
-   */
-  controlIfNegotiated?: boolean;
-  /**
-   * The link follows the host side of the TAP (IFF_UP), read every this
-   * many milliseconds (true: every 250); off by default. setLinkUp() has its
-   * say as well: the link is up when both say so.
-   */
-  followTapLink?: boolean | number;
-  /**
-   * Queue pairs to serve in worker threads of their own (indices from 0).
-   * The driver's guest memory must be SharedArrayBuffer-backed. While tracing
-   * or capturing, every pair is served on this thread, so every frame is seen.
-   */
-  workers?: number[];
-  /** Trace every step (see Tracer); off when absent. setTracer() changes it. */
-  trace?: Tracer;
-  /** Write every frame crossing the device to this capture; setCapture() changes it. */
-  capture?: PcapWriter;
-}
+export type { NetDeviceOptions, NetRestoreOptions } from './device-options.js';
 
 export class NetDevice extends VirtioDeviceCore {
   readonly tap: Tap;
@@ -102,8 +51,8 @@ export class NetDevice extends VirtioDeviceCore {
   activePairs = 1;
   private interruptFn: (kind: InterruptKind, queue: number) => void;
   private readonly defaultMac: Uint8Array;
-  private readonly controlElsewhere: boolean;
-  private readonly controlIfNegotiated: boolean;
+  /** Who runs the control queue (see the top of this file). */
+  private readonly control: ControlMode;
   private readonly link = new LinkState((up) => this.onLinkChange(up));
   private readonly workerPairs: Set<number>;
   private readonly owner: PairOwner = {
@@ -124,10 +73,12 @@ export class NetDevice extends VirtioDeviceCore {
       this.config.status = this.config.status & ~VIRTIO_NET_S_ANNOUNCE;
     },
   };
-  private control: ControlQueue | null = null;
+  private controlQueue: ControlQueue | null = null;
   private guestOffloads = 0n;
   private closed = false;
   private capture: PcapWriter | null;
+  /** A restored device not yet resumed: whether to announce, and the guest's IPv4 address for a gratuitous ARP. */
+  private pending: { announce: boolean; ip: number } | null = null;
 
   constructor(o: NetDeviceOptions) {
     const pairs = o.tap.queues.length;
@@ -142,21 +93,16 @@ export class NetDevice extends VirtioDeviceCore {
     if (o.tap.vnetHdrSize !== NET_HDR_SIZE) {
       throw new TypeError(`NetDevice needs a TAP opened with vnetHdr (a ${NET_HDR_SIZE}-byte header), not ${o.tap.vnetHdrSize}`);
     }
-    const txTimerMs = o.txTimerMs ?? 0;
-    if (!Number.isInteger(txTimerMs) || txTimerMs < 0 || txTimerMs > 1000) {
-      throw new RangeError(`txTimerMs must be an integer number of milliseconds from 0 to 1000, not ${txTimerMs}`);
-    }
     this.capture = o.capture ?? null;
     this.tap = o.tap;
     this.pairs = pairs;
     this.interruptFn = o.interrupt ?? (() => {});
     this.workerPairs = new Set(o.workers ?? []);
-    this.controlElsewhere = o.controlElsewhere === true;
-    this.controlIfNegotiated = o.controlIfNegotiated === true;
+    this.control = o.controlIfNegotiated === true ? 'ifNegotiated' : o.controlElsewhere === true ? 'elsewhere' : 'device';
     this.defaultMac = o.mac === undefined ? randomMac() : typeof o.mac === 'string' ? parseMac(o.mac) : o.mac.slice(0, 6);
     this.config = new NetConfig(this.defaultMac, pairs, o.mtu ?? o.tap.mtu);
     this.filter.reset(this.defaultMac);
-    const settings: PairSettings = { mtu: this.config.mtu, batch: o.batch ?? 64, txTimerMs, rateLimit: o.rateLimit ?? {} };
+    const settings = pairSettings(o, this.config.mtu);
     this.queuePairs = o.tap.queues.map((tap, i) => new QueuePair(i, tap, this.owner, this.metrics, this.filter, settings));
     const follow = o.followTapLink ?? false;
     if (follow !== false) this.link.follow(o.tap.link, follow === true ? LINK_POLL_MS : follow, (e) => this.hostError(e));
@@ -262,8 +208,8 @@ export class NetDevice extends VirtioDeviceCore {
   serveControl(): void {
     const ci = this.controlQueueIndex;
     const cq = ci >= 0 ? this.queues[ci] : null;
-    if (!this.running || this.control !== null || !cq) return;
-    this.control = new ControlQueue(ci, cq, this.features, this.filter, this.controlHandlers, this.pairs);
+    if (!this.running || this.controlQueue !== null || !cq) return;
+    this.controlQueue = new ControlQueue(ci, cq, this.features, this.filter, this.controlHandlers, this.pairs);
   }
 
   /** Pairs in use (VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, or a vhost-user front-end's enabled rings). */
@@ -285,6 +231,62 @@ export class NetDevice extends VirtioDeviceCore {
     return total;
   }
 
+  /**
+   * The device's state as a versioned JSON object (docs/snapshot.md). The
+   * receive queues give their pending chains back to the ring first, and
+   * serving goes on: close the device (or keep its guest from running) before
+   * the snapshot is restored. Throws SnapshotError, writing nothing, for a
+   * state the format cannot carry: closed, or a pair in a worker thread.
+   */
+  snapshot(): NetSnapshot {
+    if (this.closed) throw new SnapshotError('ERR_SNAPSHOT_CLOSED', 'the device is closed');
+    if (this.threads.size > 0) throw new SnapshotError('ERR_SNAPSHOT_WORKER', 'queue pairs run in worker threads, whose rings this thread cannot quiesce');
+    const pairStates = this.queuePairs.map((p) => p.quiesce()); // before the rings' positions are read
+    const { deviceFeatures: offered, control, defaultMac, activePairs, guestOffloads, metrics, link, filter, config, queuePairs } = this;
+    return netSnapshot({ offered, control, defaultMac, settings: queuePairs[0]!.settings, core: this.snapshotCore(), config: config.bytes, activePairs, guestOffloads, filter: filter.state(), adminUp: link.adminUp, pairStates, metrics });
+  }
+
+  /**
+   * A device that goes on from a snapshot (parsed, or JSON text), on `o.tap` over the
+   * same guest memory, serving and announcing the guest unless `o.paused`.
+   * A malformed, truncated or newer snapshot, or one that does not fit the
+   * TAP or the memory, is refused with a SnapshotError naming the field,
+   * before any TAP is touched or queue activated.
+   */
+  static restore(snapshot: unknown, o: NetRestoreOptions): NetDevice {
+    const s = readNetSnapshot(snapshot);
+    checkRestoreTap(s, o.tap);
+    const tracer = o.trace ?? null;
+    const features = BigInt(s.device.offeredFeatures) & BigInt(s.core.driverFeatures);
+    const queues = buildQueues(s.core, features, o.memory, 'core.queues', tracer === null ? null : (queue) => ({ tracer, queue }));
+    const dev = new NetDevice(restoredOptions(s, o));
+    dev.link.setAdmin(s.link.adminUp); // before the status says running: no interrupt
+    dev.restoreCore(s.core, queues);
+    dev.config.bytes.set(Buffer.from(s.config, 'base64'));
+    dev.filter.applyState(s.filter);
+    dev.activePairs = s.activePairs;
+    dev.guestOffloads = BigInt(s.guestOffloads);
+    dev.metrics.setCounters(s.metrics.counters, s.metrics.drops);
+    s.pairs.forEach((p, i) => dev.queuePairs[i]!.resumeWith(pairState(p)));
+    dev.pending = { announce: o.announce !== false, ip: o.guestIpv4 === undefined ? 0 : parseIpv4(o.guestIpv4) };
+    if (o.paused !== true) dev.resume();
+    return dev;
+  }
+
+  /** Starts a restored device (restore() does, unless paused): serves it if it ran, publishes used entries, tells of a link change, announces. */
+  resume(): void {
+    const r = this.pending;
+    this.pending = null;
+    if (r === null || this.closed) return;
+    if (((this.config.status & VIRTIO_NET_S_LINK_UP) !== 0) !== this.link.up) this.onLinkChange(this.link.up);
+    if (!this.running) return;
+    this.serveAll(this.activePairs);
+    this.queues.forEach((q, i) => {
+      if (q !== null && q.flushUsed()) this.raise('vring', i);
+    });
+    if (r.announce && !this.requestAnnounce()) sendGratuitousArp(this.tap, this.config.mac, r.ip);
+  }
+
   protected override onTracer(tracer: Tracer | null): void {
     for (const p of this.queuePairs) p.observe(tracer, this.capture);
   }
@@ -295,26 +297,30 @@ export class NetDevice extends VirtioDeviceCore {
 
   // With these features, does someone else run the control queue (so that the dependencies on CTRL_VQ are met there)?
   private controlIsElsewhere(f: bigint): boolean {
-    if (this.controlIfNegotiated) return !hasFeature(f, VIRTIO_NET_F_CTRL_VQ);
-    return this.controlElsewhere;
+    return this.control === 'ifNegotiated' ? !hasFeature(f, VIRTIO_NET_F_CTRL_VQ) : this.control === 'elsewhere';
   }
 
   protected override onDriverOk(): void {
     if (this.closed) return;
     const f = this.features;
     this.guestOffloads = f & GUEST_OFFLOADS;
-    this.programOffloads();
     if (hasFeature(f, VIRTIO_NET_F_CTRL_VLAN)) this.filter.vlanFiltering = true;
+    this.serveAll(1);
+  }
+
+  // Serves every pair and the control queue, `inUse` pairs in use, the guest offloads as they are; each transmit ring is looked at.
+  private serveAll(inUse: number): void {
+    this.programOffloads();
     for (let i = 0; i < this.pairs; i++) this.servePair(i);
     this.serveControl();
-    this.setQueuePairs(1);
+    this.setQueuePairs(inUse);
     for (const p of this.queuePairs) p.kick(2 * p.pair + 1);
   }
 
   protected processQueue(index: number, q: DeviceQueue): void {
     this.metrics.kicks++;
     if (index === this.controlQueueIndex) {
-      const r = this.control?.process() ?? false;
+      const r = this.controlQueue?.process() ?? false;
       if (r === 'broken') this.markBroken(q.brokenReason);
       else if (r) this.raise('vring', index);
       this.threads.setFilter(this.filter); // pairs in workers keep their own copy of the filter
@@ -337,15 +343,15 @@ export class NetDevice extends VirtioDeviceCore {
   }
 
   protected override onMemoryMove(before: boolean): void {
-    if (before) return this.stopQueues();
-    for (let i = 0; i <= this.pairs; i++) if (i < this.pairs) this.servePair(i); else this.serveControl();
+    if (before) this.stopQueues();
+    else this.serveAll(this.activePairs);
   }
 
   // Worker threads first: they must be off the rings before anything changes.
   private stopQueues(): void {
     this.threads.stopAll(this.metrics);
     for (const p of this.queuePairs) p.stop();
-    this.control = null;
+    this.controlQueue = null;
   }
 
   // The link changed: the config status bit, the pairs (a pair whose link is down does not transmit), a config interrupt.
@@ -362,23 +368,16 @@ export class NetDevice extends VirtioDeviceCore {
     if (this.listenerCount('error') > 0) this.emit('error', e);
   }
 
-  // VIRTIO_NET_CTRL_GUEST_OFFLOADS_SET (§5.1.6.5.6.1): only offloads that were negotiated.
+  // VIRTIO_NET_CTRL_GUEST_OFFLOADS_SET (§5.1.6.5.6.1), see offloads.ts.
   private setGuestOffloads(offloads: bigint): boolean {
-    if ((offloads & ~(this.features & GUEST_OFFLOADS)) !== 0n) return false;
-    const f = offloads | (this.features & ~GUEST_OFFLOADS);
-    if (featureDependencyError(f, this.controlIsElsewhere(f)) !== null) return false;
+    if (!guestOffloadsAllowed(offloads, this.features, (f) => featureDependencyError(f, this.controlIsElsewhere(f)) === null)) return false;
     this.guestOffloads = offloads;
     this.programOffloads();
     return true;
   }
 
-  /** TUNSETOFFLOAD from the guest's offloads: what the host may hand the guest. */
   private programOffloads(): void {
-    try {
-      this.tap.setOffloads(tunOffloads(this.guestOffloads)); // bits the kernel refuses are left off, not fatal
-    } catch (e) {
-      this.hostError(e as Error);
-    }
+    programTapOffloads(this.tap, this.guestOffloads, (e) => this.hostError(e));
   }
 
   // VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET (§5.1.6.5.5): pairs beyond n are detached from the TAP's steering and left unread.

@@ -82,6 +82,16 @@ export const GUEST_OFFLOADS: bigint = [
   C.VIRTIO_NET_F_GUEST_USO6,
 ].reduce((m, b) => m | bit(b), 0n);
 
+/**
+ * The room a receive buffer (or, with MRG_RXBUF, a frame's buffers) must
+ * offer: the largest frame plus the header. §5.1.6.3.1: with guest GSO and
+ * without MRG_RXBUF, buffers of at least 65562 bytes; else an MTU-sized frame.
+ */
+export function rxFrameRoom(features: bigint, mtu: number): number {
+  const gso = [C.VIRTIO_NET_F_GUEST_TSO4, C.VIRTIO_NET_F_GUEST_TSO6, C.VIRTIO_NET_F_GUEST_UFO, C.VIRTIO_NET_F_GUEST_USO4, C.VIRTIO_NET_F_GUEST_USO6];
+  return gso.some((b) => hasFeature(features, b)) ? C.BIG_RX_BUFFER : C.NET_HDR_SIZE + 14 + 4 + mtu;
+}
+
 /** TUNSETOFFLOAD bits for the guest's offloads: what the host may hand the guest (none without GUEST_CSUM). */
 export function tunOffloads(guest: bigint): number {
   if (!hasFeature(guest, C.VIRTIO_NET_F_GUEST_CSUM)) return 0;

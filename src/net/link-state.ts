@@ -21,6 +21,11 @@ export class LinkState {
     return this.admin && this.host;
   }
 
+  /** The embedder's say (setAdmin). */
+  get adminUp(): boolean {
+    return this.admin;
+  }
+
   /** The embedder's say. */
   setAdmin(up: boolean): void {
     this.change(() => (this.admin = up));

@@ -23,7 +23,8 @@ export const DROP_REASONS = [
 export type DropReason = (typeof DROP_REASONS)[number];
 
 
-const SCALARS = [
+/** The counters besides the drops, by name. */
+export const COUNTERS = [
   'txPackets',
   'txBytes',
   'rxPackets',
@@ -38,6 +39,9 @@ const SCALARS = [
   'rxThrottled',
   'configWritesRefused',
 ] as const;
+
+export type CounterName = (typeof COUNTERS)[number];
+const SCALARS = COUNTERS;
 
 /**
  * The device's counters, kept in a Float64Array: a queue pair in a worker
@@ -84,6 +88,19 @@ export class NetMetrics {
   /** Adds another's counters to these (a worker's into the device's total). */
   add(other: NetMetrics): void {
     for (let i = 0; i < NetMetrics.SIZE; i++) this.store[i] = this.store[i]! + other.store[i]!;
+  }
+
+  /** Every counter by name, and the drops by reason (a snapshot's part). */
+  counters(): { counters: Record<CounterName, number>; drops: Record<DropReason, number> } {
+    const counters = {} as Record<CounterName, number>;
+    SCALARS.forEach((n, i) => (counters[n] = this.store[i]!));
+    return { counters, drops: { ...this.drops } };
+  }
+
+  /** Sets every counter (a restore). */
+  setCounters(counters: Record<CounterName, number>, drops: Record<DropReason, number>): void {
+    SCALARS.forEach((n, i) => (this.store[i] = counters[n]));
+    for (const r of DROP_REASONS) this.drops[r] = drops[r];
   }
 
   get dropped(): number {

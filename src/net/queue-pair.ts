@@ -10,7 +10,7 @@ import type { NetMetrics } from './metrics.js';
 import { FrameObserver } from './observer.js';
 import type { PcapWriter } from './pcap.js';
 import type { NetQueueContext } from './queue-context.js';
-import { RateLimiter, type RateLimit } from './rate-limiter.js';
+import { RateLimiter, type LimiterLevels, type RateLimit } from './rate-limiter.js';
 import { RxQueue } from './rx.js';
 import { TxQueue } from './tx.js';
 import type { Tracer } from '../trace/trace.js';
@@ -22,6 +22,15 @@ export interface PairSettings {
   batch: number;
   txTimerMs: number;
   rateLimit: { tx?: RateLimit; rx?: RateLimit };
+}
+
+/** The pair settings a device's options make; throws RangeError for a transmit timer out of range. */
+export function pairSettings(o: { batch?: number; txTimerMs?: number; rateLimit?: PairSettings['rateLimit'] }, mtu: number): PairSettings {
+  const txTimerMs = o.txTimerMs ?? 0;
+  if (!Number.isInteger(txTimerMs) || txTimerMs < 0 || txTimerMs > 1000) {
+    throw new RangeError(`txTimerMs must be an integer number of milliseconds from 0 to 1000, not ${txTimerMs}`);
+  }
+  return { mtu, batch: o.batch ?? 64, txTimerMs, rateLimit: o.rateLimit ?? {} };
 }
 
 /** Where a pair's interrupts, ring faults and host errors go: the device, or a worker's messages to it. */
@@ -41,6 +50,15 @@ export interface PairOwner {
 export interface RingGate {
   enter(): boolean;
   leave(): void;
+}
+
+/** What a pair has in hand beyond its rings (a snapshot's part, docs/snapshot.md); null parts: not served. */
+export interface PairState {
+  /** MRG_RXBUF: the frame read ahead and held for want of buffers, its header first, or null. */
+  heldFrame: Uint8Array | null;
+  /** The rate limiters' bucket levels each way, or null when the queue is not served. */
+  rx: LimiterLevels | null;
+  tx: LimiterLevels | null;
 }
 
 const enum Work {
@@ -64,6 +82,10 @@ export class QueuePair implements NetQueueContext {
   linkUp = true;
   private rx: RxQueue | null = null;
   private tx: TxQueue | null = null;
+  private rxLimiter: RateLimiter | null = null;
+  private txLimiter: RateLimiter | null = null;
+  /** What the next start() takes on (a restore), or null. */
+  private resume: PairState | null = null;
   /** In use (VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET): a pair not in use does not read the TAP. */
   private inUse = true;
   private observer: FrameObserver | null = null;
@@ -101,18 +123,45 @@ export class QueuePair implements NetQueueContext {
   start(rxq: DeviceQueue | null, txq: DeviceQueue | null, features: bigint): void {
     this.features = features;
     const s = this.settings;
+    const resume = this.resume;
+    this.resume = null;
     if (rxq !== null) {
       rxq.mem.registerIo();
-      this.rx = new RxQueue(2 * this.pair, rxq, this.tap, this, new RateLimiter(s.rateLimit.rx), s.mtu, s.batch);
+      this.rxLimiter = new RateLimiter(s.rateLimit.rx);
+      if (resume?.rx) this.rxLimiter.setLevels(resume.rx);
+      this.rx = new RxQueue(2 * this.pair, rxq, this.tap, this, this.rxLimiter, s.mtu, s.batch);
+      if (resume?.heldFrame) this.rx.buffers.hold(resume.heldFrame);
       rxq.disableNotifications();
     }
     if (txq !== null) {
       txq.mem.registerIo();
-      this.tx = new TxQueue(2 * this.pair + 1, txq, this.tap, this, new RateLimiter(s.rateLimit.tx), s.batch, s.txTimerMs);
+      this.txLimiter = new RateLimiter(s.rateLimit.tx);
+      if (resume?.tx) this.txLimiter.setLevels(resume.tx);
+      this.tx = new TxQueue(2 * this.pair + 1, txq, this.tap, this, this.txLimiter, s.batch, s.txTimerMs);
       txq.enableNotifications();
     }
     this.attachObserver();
     this.updateWatch();
+  }
+
+  /**
+   * For a snapshot: the receive queue gives its pending chains back to the
+   * ring (its next read pops them again); returns the held frame (a copy)
+   * and the buckets' levels. Serving goes on.
+   */
+  quiesce(): PairState {
+    const rx = this.rx;
+    if (!this.serving && this.resume !== null) return this.resume; // restored, not served yet
+    return {
+      heldFrame: rx !== null ? rx.buffers.quiesce() : null,
+      rx: rx !== null && this.rxLimiter !== null ? this.rxLimiter.levels() : null,
+      tx: this.tx !== null && this.txLimiter !== null ? this.txLimiter.levels() : null,
+    };
+  }
+
+  /** What the next start() takes on: a snapshot's held frame and bucket levels (a restore). */
+  resumeWith(state: PairState): void {
+    this.resume = state;
   }
 
   /** A driver notification for virtqueue `index` of this pair (receive: even, transmit: odd). */
@@ -126,6 +175,8 @@ export class QueuePair implements NetQueueContext {
     this.tx?.stop();
     this.rx = null;
     this.tx = null;
+    this.rxLimiter = null;
+    this.txLimiter = null;
     if (!this.tap.closed) this.tap.watch({});
   }
 

@@ -47,6 +47,24 @@ export class TokenBucket {
     const need = Math.min(n, this.size) - this.tokens;
     return need <= 0 ? 0 : Math.ceil(need / this.perMs);
   }
+
+  /** The tokens in the bucket now, below 0 in debt (a snapshot). */
+  level(now = performance.now()): number {
+    this.refill(now);
+    return this.tokens;
+  }
+
+  /** Starts again from `tokens` (a restored snapshot's level), refilling from `now`. */
+  setLevel(tokens: number, now = performance.now()): void {
+    this.tokens = Math.min(this.size, tokens);
+    this.last = now;
+  }
+}
+
+/** The levels of a limiter's buckets (TokenBucket.level), null for a bucket it does not have. */
+export interface LimiterLevels {
+  bytes: number | null;
+  ops: number | null;
 }
 
 export interface RateLimit {
@@ -81,6 +99,19 @@ export class RateLimiter {
   /** Charges bytes learnt after the fact (a read). */
   charge(bytes: number): void {
     this.bytes?.charge(bytes);
+  }
+
+  /** Its buckets' levels now (a snapshot). */
+  levels(): LimiterLevels {
+    const now = performance.now();
+    return { bytes: this.bytes?.level(now) ?? null, ops: this.ops?.level(now) ?? null };
+  }
+
+  /** Takes on a snapshot's levels, for the buckets it has. */
+  setLevels(l: LimiterLevels): void {
+    const now = performance.now();
+    if (l.bytes !== null) this.bytes?.setLevel(l.bytes, now);
+    if (l.ops !== null) this.ops?.setLevel(l.ops, now);
   }
 
   /** How long until a frame of `bytes` may go. */

@@ -4,6 +4,9 @@
 // plan frame i for entry i, and stay pending across reads until a frame
 // fills them or they go back to the ring (un-popped, in order).
 //
+// With MRG_RXBUF a frame may be read ahead into the holding buffer and wait
+// there, held, until the pending chains can take it (readv-mergeable.cc).
+//
 // A frame read into them is completed here, one way for every read strategy:
 // its bytes split over the chains it filled, a used entry for each, and its
 // header as the guest must see it (num_buffers, flags).
@@ -47,8 +50,12 @@ export class RxBuffers {
   private readonly guestCsum: boolean;
   /** Per pending chain during a read: 1 while it stays pending, 0 once a frame filled it. */
   private readonly keep: Uint8Array;
+  /** MRG_RXBUF: the native holding buffer, where a frame is read when it may not fit the pending chains; it stays there until it does. */
+  readonly heldFrame: Uint8Array;
+  /** The held frame's length, 0 when none (readvMergeable's state). */
+  readonly heldFrameLen = new Int32Array(1);
 
-  constructor(q: DeviceQueue, ctx: NetQueueContext, sink: RxDropSink, guestCsum: boolean, capacity: number, batch: number) {
+  constructor(q: DeviceQueue, ctx: NetQueueContext, sink: RxDropSink, guestCsum: boolean, capacity: number, batch: number, holding = 0) {
     this.q = q;
     this.ctx = ctx;
     this.sink = sink;
@@ -58,6 +65,26 @@ export class RxBuffers {
     this.views = regionViews(q.mem);
     this.entries = new BatchEntries(capacity);
     this.keep = new Uint8Array(capacity);
+    this.heldFrame = new Uint8Array(holding);
+  }
+
+  /**
+   * For a snapshot: the pending chains go back to the ring (the next read
+   * pops them again); returns a copy of the held frame, or null. The held
+   * frame stays held here too.
+   */
+  quiesce(): Uint8Array | null {
+    this.giveBack();
+    const n = this.heldFrameLen[0]!;
+    return n > 0 ? this.heldFrame.slice(0, n) : null;
+  }
+
+  /** For a restore: holds `frame` (its header first) as if read ahead here. False when the holding buffer cannot take it. */
+  hold(frame: Uint8Array): boolean {
+    if (frame.length === 0 || frame.length > this.heldFrame.length) return false;
+    this.heldFrame.set(frame);
+    this.heldFrameLen[0] = frame.length;
+    return true;
   }
 
   get capacity(): number {

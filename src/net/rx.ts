@@ -15,17 +15,8 @@ import { type IoPlan, registerIoRegion, unregisterIoRegion } from '../host/io-pl
 import type { TapQueue } from '../tap/tap.js';
 import { hasFeature, VIRTIO_F_IN_ORDER } from '../virtio/constants.js';
 import type { DeviceQueue } from '../virtio/queue.js';
-import {
-  BIG_RX_BUFFER,
-  NET_HDR_SIZE,
-  VIRTIO_NET_F_GUEST_CSUM,
-  VIRTIO_NET_F_GUEST_TSO4,
-  VIRTIO_NET_F_GUEST_TSO6,
-  VIRTIO_NET_F_GUEST_UFO,
-  VIRTIO_NET_F_GUEST_USO4,
-  VIRTIO_NET_F_GUEST_USO6,
-  VIRTIO_NET_F_MRG_RXBUF,
-} from './constants.js';
+import { NET_HDR_SIZE, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_MRG_RXBUF } from './constants.js';
+import { rxFrameRoom } from './features.js';
 import type { DropReason } from './metrics.js';
 import type { NetQueueContext } from './queue-context.js';
 import type { RateLimiter } from './rate-limiter.js';
@@ -54,17 +45,14 @@ export class RxQueue implements RxDropSink {
   private readonly need: number;
   /** The least worth reading into (MRG_RXBUF): an MTU-sized frame plus the header. */
   private readonly minNeed: number;
-  private readonly buffers: RxBuffers;
+  /** The chains popped ahead and the held frame: what the queue has in hand (a snapshot quiesces it). */
+  readonly buffers: RxBuffers;
   private readonly plan: IoPlan;
   private readonly peek: RxPeek;
   private readonly mergeResults: Int32Array;
-  /**
-   * MRG_RXBUF: the native holding buffer, where a frame is read when it may
-   * not fit the pending chains; the held frame stays there until it does.
-   */
+  /** MRG_RXBUF: the held frame's buffer and its length (readvMergeable's state), the buffers', kept at hand. */
   private readonly heldFrame: Uint8Array;
-  /** The held frame's length, 0 when none (readvMergeable's state). */
-  private readonly heldFrameLen = new Int32Array(1);
+  private readonly heldFrameLen: Int32Array;
   /** readOne: the room of the chains planned for the frame. */
   private oneRoom = 0;
   /**
@@ -85,19 +73,17 @@ export class RxQueue implements RxDropSink {
     const f = ctx.features;
     this.mergeable = hasFeature(f, VIRTIO_NET_F_MRG_RXBUF);
     this.inOrder = hasFeature(f, VIRTIO_F_IN_ORDER);
-    const gso = [VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_GUEST_UFO, VIRTIO_NET_F_GUEST_USO4, VIRTIO_NET_F_GUEST_USO6].some((b) =>
-      hasFeature(f, b),
-    );
-    // §5.1.6.3.1: with guest GSO and without MRG_RXBUF, buffers of at least 65562 bytes.
     this.minNeed = NET_HDR_SIZE + 14 + 4 + mtu;
-    this.need = gso ? BIG_RX_BUFFER : this.minNeed;
+    this.need = rxFrameRoom(f, mtu);
     // Merged frames need up to `need` bytes of chains each.
     const cap = this.mergeable ? Math.max(4 * batch, Math.ceil(this.need / 256) + 8) : batch;
-    this.buffers = new RxBuffers(q, ctx, this, hasFeature(f, VIRTIO_NET_F_GUEST_CSUM), cap, batch);
+    // + 1: a held frame too large shows as such.
+    this.buffers = new RxBuffers(q, ctx, this, hasFeature(f, VIRTIO_NET_F_GUEST_CSUM), cap, batch, this.mergeable ? this.need + 1 : 0);
+    this.heldFrame = this.buffers.heldFrame;
+    this.heldFrameLen = this.buffers.heldFrameLen;
     this.plan = this.buffers.plan;
     this.peek = new RxPeek(q.mem, this.plan);
     this.mergeResults = new Int32Array(2 * cap);
-    this.heldFrame = new Uint8Array(this.mergeable ? this.need + 1 : 0); // + 1: a frame too large shows as such
   }
 
   stop(): void {

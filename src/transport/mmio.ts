@@ -5,6 +5,8 @@
 import type { GuestMemory } from '../virtio/guest-memory.js';
 import { QueueConfigError, type QueueAddresses } from '../virtio/queue.js';
 import type { VirtioDeviceCore } from '../virtio/device.js';
+import { maskText, SnapshotError } from '../virtio/snapshot-fields.js';
+import { MMIO_SNAPSHOT_FORMAT, MMIO_SNAPSHOT_VERSION, readMmioSnapshot, type MmioQueueRegs, type MmioSnapshot } from './mmio-snapshot.js';
 
 export const MMIO = {
   MagicValue: 0x000,
@@ -50,6 +52,8 @@ export const VIRTIO_MMIO_INT_CONFIG = 2;
 export type MmioDevice = VirtioDeviceCore & {
   readConfig(offset: number, size: number): number;
   readonly deviceId?: number;
+  /** The device's own snapshot (NetDevice.snapshot()), for MmioTransport.snapshot(). */
+  snapshot?(): unknown;
 };
 
 export interface MmioOptions {
@@ -61,13 +65,7 @@ export interface MmioOptions {
   interrupt: (asserted: boolean) => void;
 }
 
-interface QueueRegs {
-  num: number;
-  ready: boolean;
-  desc: number;
-  driver: number;
-  device: number;
-}
+type QueueRegs = MmioQueueRegs;
 
 export class MmioTransport {
   /** Accesses refused: unaligned or not 32 bits wide on a control register, or beyond the config space. */
@@ -92,6 +90,55 @@ export class MmioTransport {
     this.numMax = o.queueNumMax ?? 256;
     this.line = o.interrupt;
     this.queues = this.freshQueues();
+  }
+
+  /**
+   * The registers and the device's own snapshot, as JSON (docs/snapshot.md).
+   * Throws SnapshotError, writing nothing, when the device cannot snapshot
+   * itself or refuses to.
+   */
+  snapshot(): MmioSnapshot {
+    if (typeof this.dev.snapshot !== 'function') throw new SnapshotError('ERR_SNAPSHOT_UNSUPPORTED', 'the device behind this transport has no snapshot()');
+    const device = this.dev.snapshot();
+    return {
+      format: MMIO_SNAPSHOT_FORMAT,
+      version: MMIO_SNAPSHOT_VERSION,
+      queueNumMax: this.numMax,
+      deviceFeaturesSel: this.deviceFeaturesSel,
+      driverFeaturesSel: this.driverFeaturesSel,
+      driverFeatures: maskText(this.driverFeatures),
+      queueSel: this.queueSel,
+      queues: this.queues.map((q) => ({ ...q })),
+      interruptStatus: this.interruptStatus,
+      configGeneration: this.configGeneration,
+      invalidAccesses: this.invalidAccesses,
+      refusedQueues: this.refusedQueues,
+      device,
+    };
+  }
+
+  /**
+   * A transport that goes on from a snapshot (parsed, or JSON text) in front
+   * of `device`, restored already from the snapshot's `device` part (paused,
+   * so that no interrupt comes before the transport is there; resume it
+   * after). The interrupt line is raised at once if InterruptStatus says so.
+   * A malformed snapshot, or one whose ready queues are not the device's,
+   * is refused with a SnapshotError naming the field.
+   */
+  static restore(snapshot: unknown, device: MmioDevice, o: Omit<MmioOptions, 'queueNumMax'>): MmioTransport {
+    const s = readMmioSnapshot(snapshot, device.queues);
+    const t = new MmioTransport(device, { ...o, queueNumMax: s.queueNumMax });
+    t.deviceFeaturesSel = s.deviceFeaturesSel;
+    t.driverFeaturesSel = s.driverFeaturesSel;
+    t.driverFeatures = BigInt(s.driverFeatures);
+    t.queueSel = s.queueSel;
+    t.queues = s.queues.map((q) => ({ ...q }));
+    t.interruptStatus = s.interruptStatus;
+    t.configGeneration = s.configGeneration;
+    t.invalidAccesses = s.invalidAccesses;
+    t.refusedQueues = s.refusedQueues;
+    if (t.interruptStatus !== 0) t.line(true);
+    return t;
   }
 
   /**

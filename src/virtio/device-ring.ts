@@ -79,6 +79,12 @@ export abstract class DeviceRing {
     return r;
   }
 
+  /** A ring a snapshot carried broken by `fault` (tier 2): it pops nothing until reset. */
+  markBroken(fault: number): void {
+    this.broken = true;
+    this.brokenReason = fault;
+  }
+
   /** Counts a notification decision. */
   protected counted(notify: boolean): boolean {
     if (notify) this.stats.notificationsSent++;

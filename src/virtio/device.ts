@@ -16,6 +16,7 @@ import type { GuestMemory } from './guest-memory.js';
 import { makeDeviceQueue } from './make-queue.js';
 import { PackedQueue } from './packed-queue.js';
 import { QueueConfigError, type DeviceQueue, type QueueAddresses } from './queue.js';
+import { coreSnapshot, loadQueues, type CoreSnapshot } from './queue-snapshot.js';
 import { SplitQueue } from './split-queue.js';
 import { traceQueue } from './traced-queue.js';
 import type { Tracer } from '../trace/trace.js';
@@ -230,6 +231,24 @@ export abstract class VirtioDeviceCore extends EventEmitter {
     for (let i = 0; i < this.queues.length; i++) this.queues[i] = null;
     this.coreStats.resets++;
     this.onReset();
+  }
+
+  /** The core's state for a snapshot (queue-snapshot.ts): features, status, every queue. */
+  protected snapshotCore(): CoreSnapshot {
+    return coreSnapshot(this.driverFeatures, this.status, this.brokenReason, this.queues, this.coreStats);
+  }
+
+  /**
+   * Takes on a snapshot's core state, its queues made by buildQueues (which
+   * checked them): no status change runs, so nothing starts here.
+   */
+  protected restoreCore(s: CoreSnapshot, queues: readonly (DeviceQueue | null)[]): void {
+    this.driverFeatures = BigInt(s.driverFeatures);
+    this.status = s.status;
+    this.brokenReason = s.brokenReason;
+    Object.assign(this.coreStats, s.stats);
+    loadQueues(s, queues);
+    queues.forEach((q, i) => (this.queues[i] = q));
   }
 
   protected abstract processQueue(index: number, queue: DeviceQueue): void;

@@ -14,7 +14,7 @@ import {
 import { ChainFault, Pop, type DescriptorChain } from './descriptor-chain.js';
 import { DeviceRing, requireAligned, requireQueueSize } from './device-ring.js';
 import { u64, type GuestMemory } from './guest-memory.js';
-import type { DeviceQueue, QueueAddresses, QueueFeatures } from './queue.js';
+import type { DeviceQueue, QueueAddresses, QueueFeatures, RingPositions } from './queue.js';
 import { packedDescState, packedViews } from './ring-views.js';
 
 /**
@@ -216,6 +216,21 @@ export class PackedQueue extends DeviceRing implements DeviceQueue {
 
   getBase(): number {
     return (this.nextAvail | (this.availWrap << 15) | ((this.usedIdx | (this.usedWrap << 15)) << 16)) >>> 0;
+  }
+
+  positions(): RingPositions {
+    const e = this.deviceEvent;
+    return { nextAvail: this.nextAvail, availWrap: this.availWrap, usedIdx: this.usedIdx, usedWrap: this.usedWrap, signalled: this.signal.last, suppressFlags: e[1]!, suppressEvent: e[0]! };
+  }
+
+  setPositions(p: RingPositions): void {
+    this.nextAvail = p.nextAvail;
+    this.availWrap = p.availWrap & 1;
+    this.usedIdx = p.usedIdx;
+    this.usedWrap = p.usedWrap & 1;
+    this.signal.last = p.signalled;
+    Atomics.store(this.deviceEvent, 0, p.suppressEvent);
+    Atomics.store(this.deviceEvent, 1, p.suppressFlags);
   }
 
   savePosition(): number {

@@ -28,6 +28,27 @@ export interface QueueAddresses {
   device: number;
 }
 
+/**
+ * Where a ring stands on the device side, whatever its layout: what a
+ * snapshot carries beside the addresses (docs/snapshot.md). Split: indices
+ * free-running over 16 bits, wrap counters 1. Packed: indices below the size,
+ * wrap counters 0 or 1.
+ */
+export interface RingPositions {
+  /** Next available entry (split: last_avail_idx) or ring slot (packed) to read. */
+  nextAvail: number;
+  availWrap: number;
+  /** Next used entry (split: the used index) or ring slot (packed) to write. */
+  usedIdx: number;
+  usedWrap: number;
+  /** Where the used side stood at the last notification decision (split: the used index; packed: the folded position, below 2 * size). */
+  signalled: number;
+  /** The device's own event suppression as it is in guest memory: split, the used ring's flags; packed, the device area's flags. */
+  suppressFlags: number;
+  /** Split: avail_event; packed: the device area's off_wrap. */
+  suppressEvent: number;
+}
+
 export interface QueueStats {
   chains: number;
   badChains: number;
@@ -72,6 +93,12 @@ export interface DeviceQueue {
   setBase(base: number): void;
   /** The same, to hand back (vhost-user GET_VRING_BASE). */
   getBase(): number;
+  /** Where the ring stands, for a snapshot (cold path). */
+  positions(): RingPositions;
+  /** Takes on positions from a snapshot, the device's event suppression written back to guest memory (cold path). */
+  setPositions(p: RingPositions): void;
+  /** A ring a snapshot carried broken by `fault` (tier 2): it pops nothing until reset (cold path). */
+  markBroken(fault: number): void;
   /** Back to the state after activation. */
   reset(): void;
 }

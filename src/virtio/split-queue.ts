@@ -11,7 +11,7 @@ import { ChainFault, Pop, type DescriptorChain } from './descriptor-chain.js';
 import { DeviceRing, requireAligned, requireQueueSize } from './device-ring.js';
 import { u64, type GuestMemory } from './guest-memory.js';
 import { splitViews } from './ring-views.js';
-import type { DeviceQueue, QueueAddresses, QueueFeatures } from './queue.js';
+import type { DeviceQueue, QueueAddresses, QueueFeatures, RingPositions } from './queue.js';
 
 /** vring_need_event (§2.7, "Used Buffer Notification Suppression"): did [old, new) cross event? 16-bit arithmetic. */
 export function needEvent(event: number, newIdx: number, old: number): boolean {
@@ -167,6 +167,19 @@ export class SplitQueue extends DeviceRing implements DeviceQueue {
 
   getBase(): number {
     return this.nextAvail;
+  }
+
+  positions(): RingPositions {
+    const u = this.used16;
+    return { nextAvail: this.nextAvail, availWrap: 1, usedIdx: this.usedIdx, usedWrap: 1, signalled: this.signalledUsed, suppressFlags: u[0]!, suppressEvent: u[2 + 4 * this.size]! };
+  }
+
+  setPositions(p: RingPositions): void {
+    this.nextAvail = p.nextAvail & 0xffff;
+    this.usedIdx = p.usedIdx & 0xffff;
+    this.signalledUsed = p.signalled & 0xffff;
+    Atomics.store(this.used16, 0, p.suppressFlags);
+    Atomics.store(this.used16, 2 + 4 * this.size, p.suppressEvent);
   }
 
   savePosition(): number {
