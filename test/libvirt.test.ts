@@ -87,13 +87,15 @@ describeLibvirt('libvirt hot-plugs a NIC served by virtio-tap vhost-user into a 
     writeFileSync(consolePath, '');
     chownSync(consolePath, qemu.uid, qemu.gid);
     const t0 = Date.now();
-    lv = await startLibvirt(join(dir, 'libvirt'), qemu);
+    // QEMU's capabilities as libvirt probed them, kept beside the guest image.
+    lv = await startLibvirt(join(dir, 'libvirt'), qemu, join(built, 'libvirt-cache'));
     const t1 = Date.now();
     writeFileSync(join(dir, 'domain.xml'), domainXml(guest, consolePath, 2 * CYCLES_PER_ROLE));
     await lv.virsh(['define', join(dir, 'domain.xml')]);
-    await lv.virsh(['start', DOMAIN]);
+    await lv.virsh(['start', DOMAIN], 120_000);
+    const t2 = Date.now();
     await until(() => guestOutput().includes('VT-HOTPLUG-READY'), 90_000, `the guest to boot:\n${guestOutput()}`);
-    timings.push(`libvirtd serving after ${t1 - t0} ms, the guest booted after ${Date.now() - t1} ms more`);
+    timings.push(`libvirtd serving after ${t1 - t0} ms, virsh start ${t2 - t1} ms, the guest's init ready ${Date.now() - t2} ms later`);
   }, 200_000);
 
   afterAll(async () => {
@@ -185,7 +187,10 @@ describeLibvirt('libvirt hot-plugs a NIC served by virtio-tap vhost-user into a 
     try {
       hostSide('vtlv1', subnet);
       for (let i = 1; i <= CYCLES_PER_ROLE; i++) await cycle(CYCLES_PER_ROLE + i, socket, 'server', subnet, timings);
-      expect(cli.output.match(/front-end connected/g)?.length).toBe(CYCLES_PER_ROLE);
+      // At least once per plug: after an unplug QEMU may still listen for a
+      // moment (libvirt removes the chardev after the device), and the
+      // back-end's reconnect can land there once more.
+      expect(cli.output.match(/front-end connected/g)?.length).toBeGreaterThanOrEqual(CYCLES_PER_ROLE);
     } finally {
       expect(await cli.stop()).toBe(0);
     }

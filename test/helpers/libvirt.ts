@@ -85,9 +85,16 @@ export interface Libvirt {
   stop(): Promise<void>;
 }
 
-/** Starts virtlogd and libvirtd with their directories under `dir`, QEMU running as `qemu`; resolves once virsh reaches libvirtd. */
-export async function startLibvirt(dir: string, qemu: { uid: number; gid: number; made: boolean }, timeoutMs = 60_000): Promise<Libvirt> {
-  for (const [sub] of MOUNTS) mkdirSync(join(dir, sub), { recursive: true, mode: 0o755 });
+/**
+ * Starts virtlogd and libvirtd with their directories under `dir`, QEMU running
+ * as `qemu`; resolves once virsh reaches libvirtd. `cacheDir`, when given, is
+ * /var/cache/libvirt instead, kept from run to run: libvirt probes QEMU's
+ * capabilities there (about 40 s under software emulation) and probes again
+ * by itself when QEMU or libvirt changed.
+ */
+export async function startLibvirt(dir: string, qemu: { uid: number; gid: number; made: boolean }, cacheDir?: string, timeoutMs = 60_000): Promise<Libvirt> {
+  const where = (sub: string) => (sub === 'cache' && cacheDir !== undefined ? cacheDir : join(dir, sub));
+  for (const [sub] of MOUNTS) mkdirSync(where(sub), { recursive: true, mode: 0o755 });
   chmodSync(dir, 0o755); // QEMU reaches the guest's files and sockets under it
   writeFileSync(
     join(dir, 'etc', 'libvirtd.conf'),
@@ -99,7 +106,7 @@ export async function startLibvirt(dir: string, qemu: { uid: number; gid: number
       '',
     ].join('\n'),
   );
-  writeFileSync(join(dir, 'etc', 'virtlogd.conf'), 'log_outputs = "3:stderr"\n');
+  writeFileSync(join(dir, 'etc', 'virtlogd.conf'), 'log_outputs = "2:stderr"\n');
   writeFileSync(
     join(dir, 'etc', 'qemu.conf'),
     [
@@ -133,10 +140,27 @@ export async function startLibvirt(dir: string, qemu: { uid: number; gid: number
     chmodSync(group, 0o644);
     accounts.push(`mount --bind '${passwd}' /etc/passwd`, `mount --bind '${group}' /etc/group`);
   }
+  // libvirt probes QEMU's capabilities as root, with KVM when /dev/kvm opens,
+  // and throws the result away whenever QEMU's account cannot open /dev/kvm:
+  // every lookup probes again, about 4 s each under software emulation, 40 s
+  // to define and start a domain. Debian's libvirt-qemu is in group kvm for
+  // this; here QEMU's group gets a /dev/kvm of its own (the same device, mode
+  // 0660) in the daemons' mount namespace. The domain is type='qemu' still.
+  const kvm = join(dir, 'kvm');
+  mkdirSync(kvm, { recursive: true });
+  const devKvm = [
+    'if [ -c /dev/kvm ]; then',
+    `  mount -t tmpfs -o mode=0755 tmpfs '${kvm}'`,
+    `  mknod -m 0660 '${kvm}/kvm' c $(stat -c '0x%t 0x%T' /dev/kvm)`,
+    `  chgrp ${qemu.gid} '${kvm}/kvm'`,
+    `  mount --bind '${kvm}/kvm' /dev/kvm`,
+    'fi',
+  ];
   const script = [
     'set -e',
-    ...MOUNTS.map(([sub, path]) => `mount --bind '${join(dir, sub)}' '${path}'`),
+    ...MOUNTS.map(([sub, path]) => `mount --bind '${where(sub)}' '${path}'`),
     ...accounts,
+    ...devKvm,
     `virtlogd & echo $! > '${join(dir, 'virtlogd.pid')}'`,
     'exec libvirtd',
   ].join('\n');
