@@ -87,8 +87,7 @@ describeLibvirt('libvirt hot-plugs a NIC served by virtio-tap vhost-user into a 
     writeFileSync(consolePath, '');
     chownSync(consolePath, qemu.uid, qemu.gid);
     const t0 = Date.now();
-    // QEMU's capabilities as libvirt probed them, kept beside the guest image.
-    lv = await startLibvirt(join(dir, 'libvirt'), qemu, join(built, 'libvirt-cache'));
+    lv = await startLibvirt(join(dir, 'libvirt'), qemu);
     const t1 = Date.now();
     writeFileSync(join(dir, 'domain.xml'), domainXml(guest, consolePath, 2 * CYCLES_PER_ROLE));
     await lv.virsh(['define', join(dir, 'domain.xml')]);

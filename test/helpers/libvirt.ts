@@ -85,16 +85,9 @@ export interface Libvirt {
   stop(): Promise<void>;
 }
 
-/**
- * Starts virtlogd and libvirtd with their directories under `dir`, QEMU running
- * as `qemu`; resolves once virsh reaches libvirtd. `cacheDir`, when given, is
- * /var/cache/libvirt instead, kept from run to run: libvirt probes QEMU's
- * capabilities there (about 40 s under software emulation) and probes again
- * by itself when QEMU or libvirt changed.
- */
-export async function startLibvirt(dir: string, qemu: { uid: number; gid: number; made: boolean }, cacheDir?: string, timeoutMs = 60_000): Promise<Libvirt> {
-  const where = (sub: string) => (sub === 'cache' && cacheDir !== undefined ? cacheDir : join(dir, sub));
-  for (const [sub] of MOUNTS) mkdirSync(where(sub), { recursive: true, mode: 0o755 });
+/** Starts virtlogd and libvirtd with their directories under `dir`, QEMU running as `qemu`; resolves once virsh reaches libvirtd. */
+export async function startLibvirt(dir: string, qemu: { uid: number; gid: number; made: boolean }, timeoutMs = 60_000): Promise<Libvirt> {
+  for (const [sub] of MOUNTS) mkdirSync(join(dir, sub), { recursive: true, mode: 0o755 });
   chmodSync(dir, 0o755); // QEMU reaches the guest's files and sockets under it
   writeFileSync(
     join(dir, 'etc', 'libvirtd.conf'),
@@ -143,7 +136,7 @@ export async function startLibvirt(dir: string, qemu: { uid: number; gid: number
   // libvirt probes QEMU's capabilities as root, with KVM when /dev/kvm opens,
   // and throws the result away whenever QEMU's account cannot open /dev/kvm:
   // every lookup probes again, about 4 s each under software emulation, 40 s
-  // to define and start a domain. Debian's libvirt-qemu is in group kvm for
+  // to define and start a domain (with it, one probe: 4 s). Debian's libvirt-qemu is in group kvm for
   // this; here QEMU's group gets a /dev/kvm of its own (the same device, mode
   // 0660) in the daemons' mount namespace. The domain is type='qemu' still.
   const kvm = join(dir, 'kvm');
@@ -158,7 +151,7 @@ export async function startLibvirt(dir: string, qemu: { uid: number; gid: number
   ];
   const script = [
     'set -e',
-    ...MOUNTS.map(([sub, path]) => `mount --bind '${where(sub)}' '${path}'`),
+    ...MOUNTS.map(([sub, path]) => `mount --bind '${join(dir, sub)}' '${path}'`),
     ...accounts,
     ...devKvm,
     `virtlogd & echo $! > '${join(dir, 'virtlogd.pid')}'`,
