@@ -6,7 +6,7 @@
 // plain ESM, and CommonJS require(). Prints the tarball's size and each install's time.
 //   node scripts/check-package.mjs [--tarball FILE] [--max-install-seconds N]
 import { execFileSync, spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, realpathSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -22,10 +22,11 @@ const check = (ok, what) => {
   if (!ok) failures.push(what);
 };
 
+/** npm's own script, found through the npm on PATH (a symlink to it). */
 function npmCli() {
-  const r = spawnSync('npm', ['prefix', '-g'], { encoding: 'utf8' });
-  const cli = join(r.stdout.trim(), 'lib', 'node_modules', 'npm', 'bin', 'npm-cli.js');
-  if (!existsSync(cli)) throw new Error(`npm's own script not found at ${cli}`);
+  const onPath = execFileSync('sh', ['-c', 'command -v npm'], { encoding: 'utf8' }).trim();
+  const cli = realpathSync(onPath);
+  if (!cli.endsWith('.js')) throw new Error(`npm on PATH (${onPath}) is not a link to npm's script`);
   return cli;
 }
 
@@ -84,6 +85,18 @@ const TSCONFIG = {
   files: ['consumer.ts'],
 };
 
+// publint and arethetypeswrong over the tarball itself (both work offline on a
+// local file). The package is ESM: require() of it works on Node 22.12+
+// (require(esm), checked below by running it), which attw's node16 CommonJS
+// mode does not model, hence cjs-resolves-to-esm is not counted.
+function lint(tarball) {
+  const bin = (name) => join(root, 'node_modules', '.bin', name);
+  const pl = spawnSync(bin('publint'), ['run', tarball, '--strict'], { encoding: 'utf8' });
+  check(pl.status === 0, `publint --strict: ${pl.stdout.trim().split('\n').at(-1)}`);
+  const at = spawnSync(bin('attw'), [tarball, '--format', 'ascii', '--ignore-rules', 'cjs-resolves-to-esm'], { encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' } });
+  check(at.status === 0, `arethetypeswrong: ${at.status === 0 ? 'no problems' : at.stdout.trim()}`);
+}
+
 function run(dir, label, args) {
   const r = spawnSync(process.execPath, args, { cwd: dir, encoding: 'utf8', timeout: 60_000 });
   check(r.status === 0, `${label}: ${(r.stdout + r.stderr).trim().split('\n').slice(0, 3).join(' | ')}`);
@@ -120,6 +133,7 @@ try {
   console.log(`node ${process.version}`);
   const tarball = pack();
   console.log(`tarball ${basename(tarball)}: ${statSync(tarball).size} bytes`);
+  lint(tarball);
   const bin = bareBin();
   check(spawnSync('sh', ['-c', 'command -v cc || command -v g++ || command -v make'], { env: { PATH: bin } }).status !== 0, 'no cc, g++ or make on the bare PATH');
   consumer(tarball, bin, false);
