@@ -37,6 +37,12 @@ export interface VhostUserBackendOptions<D extends VhostUserDevice = VhostUserDe
   device: D;
   /** Listen for the front-end (default) or connect to one that listens. */
   client?: boolean;
+  /**
+   * Serve this already-connected socket instead of socketPath (QEMU's
+   * vhost-user.rst, "Backend program conventions": --fd). The back-end owns
+   * and closes it; when the front-end goes there is nothing more to serve.
+   */
+  fd?: number;
   /** Lines for people: connections, refusals. */
   log?: (line: string) => void;
 }
@@ -55,7 +61,7 @@ export class VhostUserBackend<D extends VhostUserDevice = VhostUserDevice> exten
     const session = new Session(o.device, log);
     this.session = session;
     this.connection = new VhostUserConnection(
-      { socketPath: o.socketPath, client: o.client === true, log },
+      { socketPath: o.socketPath, client: o.client === true, fd: o.fd, log },
       {
         answer: (m) => answer(session, m),
         replyAck: () => session.replyAck,
