@@ -83,7 +83,7 @@ describe('the command line', () => {
         cwd: root,
         encoding: 'utf8',
         timeout: 60_000,
-        env: { ...process.env, ...env },
+        env: { ...process.env, TERM: 'xterm', ...env },
       });
     const plain = onTerminal({ NO_COLOR: '1' });
     expect(plain.status).toBe(0);

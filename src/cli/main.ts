@@ -34,7 +34,7 @@ const OPTION_NAMES: Record<string, string[]> = {
 };
 
 function color(kind: Parameters<typeof styleText>[0], text: string): string {
-  return colorWanted() ? styleText(kind, text) : text;
+  return colorWanted() ? styleText(kind, text, { validateStream: false }) : text;
 }
 
 const log: DemoLog = {

@@ -43,7 +43,7 @@ export async function runTour(o: TourOptions): Promise<number> {
   const tty = process.stdout.isTTY === true;
   const pause = o.pause && process.stdin.isTTY === true && tty;
   const colored = colorWanted();
-  const color = (k: Parameters<typeof styleText>[0], t: string) => (colored ? styleText(k, t) : t);
+  const color = (k: Parameters<typeof styleText>[0], t: string) => (colored ? styleText(k, t, { validateStream: false }) : t);
   const rl = pause ? createInterface({ input: process.stdin, output: process.stdout }) : null;
   try {
     for (const layout of o.layouts) {
@@ -54,7 +54,7 @@ export async function runTour(o: TourOptions): Promise<number> {
         for (const t of s.text) if (t !== '') out(`  ${t}`);
         if (s.ring !== undefined) {
           out('');
-          const mark = colored ? (c: string) => styleText(['black', 'bgYellow'], c) + ' ' : undefined;
+          const mark = colored ? (c: string) => styleText(['black', 'bgYellow'], c, { validateStream: false }) + ' ' : undefined;
           for (const l of renderRingText(s.ring.snapshot, s.ring.before, mark).split('\n')) out(`    ${l}`);
           if (s.ring.before !== undefined) out(color('dim', `    (${tty ? 'highlighted' : 'marked *'}: changed since the step before)`));
         }
