@@ -21,11 +21,6 @@
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"]
-    },
-    {
-      "target_name": "tap_loop",
-      "type": "executable",
-      "sources": ["bench/c/tap_loop.c"]
     }
   ]
 }

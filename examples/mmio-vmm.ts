@@ -1,19 +1,13 @@
 // How a TypeScript VMM wires a virtio-tap network device over virtio-mmio.
 //
-//   sudo npx tsx examples/mmio-vmm.ts          (or attach to a TAP you own: ... vtap0)
+//   sudo node examples/mmio-vmm.ts          (Node 22.18+; or attach to a TAP you own: ... vtap0)
 //
 // The VMM owns guest RAM and an MMIO window at some base address. On each
 // MMIO exit it calls transport.read/write with the offset from that base; the
 // transport raises and lowers the device's interrupt line. Here the "guest"
 // is virtio-tap's own TypeScript driver, talking to the device only through
 // the registers, as a guest kernel's virtio_mmio driver would.
-import { MmioDeviceHandle } from '../src/driver/mmio-handle.js';
-import { NetDriver } from '../src/driver/net-driver.js';
-import { NetDevice } from '../src/net/device.js';
-import { Tap } from '../src/tap/tap.js';
-import { MmioTransport } from '../src/transport/mmio.js';
-import { formatMac } from '../src/util/addr.js';
-import { GuestMemory } from '../src/virtio/guest-memory.js';
+import { GuestMemory, MmioDeviceHandle, MmioTransport, NetDevice, NetDriver, Tap, formatMac } from 'virtio-tap';
 
 const MMIO_BASE = 0xd000_0000; // where the VMM maps the device (its choice)
 const ram = GuestMemory.create(64 << 20); // 64 MiB of guest RAM at guest-physical 0

@@ -188,7 +188,7 @@ static Napi::Value RecvWithFds(const Napi::CallbackInfo& info) {
   msg.msg_controllen = sizeof control;
   ssize_t n;
   do {
-    n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+    n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);  // an inherited socket (--fd) may be blocking
   } while (n < 0 && errno == EINTR);
   if (n < 0) return SocketResult(env, n);
   int count = 0;

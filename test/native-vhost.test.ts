@@ -7,7 +7,7 @@ import { Worker } from 'node:worker_threads';
 
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
-import { native, nativeBuildDir } from '../src/host/binding.js';
+import { native, nativeAddonPath } from '../src/host/binding.js';
 import { IoPlan, registerIoRegion, unregisterIoRegion } from '../src/host/io-plan.js';
 
 const EAGAIN = -11;
@@ -121,7 +121,7 @@ describe('vhost-user system pieces', () => {
        new Uint8Array(left)[0] = 1;
        parentPort.postMessage([n.unmap(gone), n.unmap(workerData.probe)]);
        setInterval(() => left, 1000);`,
-      { eval: true, workerData: { addon: join(nativeBuildDir(), 'virtio_tap.node'), name, probe: new ArrayBuffer(8) } },
+      { eval: true, workerData: { addon: nativeAddonPath(), name, probe: new ArrayBuffer(8) } },
     );
     const [unmapped, foreign] = await new Promise<number[]>((r) => worker.once('message', r));
     expect(unmapped).toBe(0);

@@ -32,7 +32,7 @@ describe('vhost-user flags', () => {
   });
 
   it('refuses what is missing or out of range, naming the flag and the value', () => {
-    expect(() => parseVhostUserFlags(['--tap', 'x'])).toThrow('vhost-user needs --socket PATH and --tap NAME');
+    expect(() => parseVhostUserFlags(['--tap', 'x'])).toThrow('vhost-user needs --socket PATH (or --fd N) and --tap NAME');
     expect(() => parseVhostUserFlags([...base, '--mtu', '65536'])).toThrow('--mtu must be an integer from 68 to 65535, got "65536"');
     expect(() => parseVhostUserFlags([...base, '--rate-limit-tx', '1.5M'])).toThrow(/--rate-limit-tx .* got "1.5M"/);
     expect(() => parseVhostUserFlags([...base, '--rate-limit-tx', '2000G'])).toThrow(/--rate-limit-tx .* got "2000G"/);

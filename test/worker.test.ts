@@ -13,6 +13,9 @@ describePrivileged('Tap in a worker thread', () => {
     const worker = new Worker(resolve(fixtures, 'ts-worker.mjs'), {
       workerData: { module: resolve(fixtures, 'worker-tap.ts'), name: 'vtworker0', cidr: '198.18.30.1/24' },
     });
+    // Listened for from the start: the worker can end (and 'exit' be emitted)
+    // before the test gets to awaiting it, and a listener added then waits forever.
+    const exited = new Promise<number>((res) => worker.once('exit', res));
     let ready!: () => void;
     const isReady = new Promise<void>((res) => (ready = res));
     const got = new Promise<{ event: string; what?: string }>((res, rej) => {
@@ -29,7 +32,6 @@ describePrivileged('Tap in a worker thread', () => {
     expect(m.what).toBe('ARP who-has 198.18.30.2 tell 198.18.30.1');
     await s.close();
     // With its poller closed, nothing keeps the worker's loop alive: it ends by itself.
-    const code = await new Promise<number>((res) => worker.once('exit', res));
-    expect(code).toBe(0);
+    expect(await exited).toBe(0);
   });
 });

@@ -1,6 +1,7 @@
-// Runs bench/c/tap_loop (built by npm install) and reads its JSON report.
+// Runs bench/c/tap_loop (built by the bench, see c-build.ts) and reads its JSON report.
 import { spawn } from 'node:child_process';
-import { join } from 'node:path';
+
+import { cProgram } from './c-build.js';
 
 export interface LoopResult {
   frames: number;
@@ -23,7 +24,7 @@ export function useTapLoop(path: string): void {
 }
 
 export async function tapLoopPath(): Promise<string> {
-  binary ??= join((await import('../../src/host/binding.js')).nativeBuildDir(), 'tap_loop');
+  binary ??= cProgram('tap_loop');
   return binary;
 }
 

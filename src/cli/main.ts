@@ -4,79 +4,39 @@ import { parseArgs, styleText } from 'node:util';
 
 import { runDemo, type DemoLog } from '../demo/demo.js';
 import { runTour } from '../tour/present.js';
+import { colorWanted } from '../util/color.js';
+import { COMMAND_HELP, USAGE, nearest, packageVersion } from './usage.js';
 import { traceFrom, vhostUserCommand } from './vhost-user-command.js';
-import { SEE_INSIDE } from './vhost-user-flags.js';
+import { SEE_INSIDE, UsageError, VHOST_USER_OPTIONS } from './vhost-user-flags.js';
 import { v86Command } from './v86-command.js';
 
-const USAGE = `usage: virtio-tap <command> [options]
+const DEMO_OPTIONS = {
+  tap: { type: 'string' },
+  bridge: { type: 'string' },
+  'host-ip': { type: 'string', default: '198.18.0.1/24' },
+  'guest-ip': { type: 'string', default: '198.18.0.2' },
+  timeout: { type: 'string', default: '3000' },
+  split: { type: 'boolean', default: false },
+  ...SEE_INSIDE,
+} as const;
 
-commands:
-  demo     run a virtio-net device on a TAP with the in-process guest driver,
-           give the host side an address, and exchange ARP, ICMP echo and UDP
-           with the host kernel, step by step
-           --tap NAME        attach to an existing TAP (e.g. one you own) instead of creating one
-           --bridge NAME     join the TAP to a Linux bridge that holds the host address
-           --host-ip CIDR    host side address (default 198.18.0.1/24)
-           --guest-ip ADDR   guest address (default 198.18.0.2)
-           --timeout MS      how long to wait for each answer (default 3000)
-           --split           use the split ring layout (default packed)
-           --trace           print each device step, naming its spec section (stderr)
-           --trace-json      the same as JSON lines
-           --trace-file PATH write the trace there instead of stderr
-           --pcap FILE       write every frame crossing the device to a pcapng file
-  vhost-user   serve a virtio-net device as a vhost-user back-end on a TAP: to QEMU
-           (which runs the control queue and config space itself) or to a
-           front-end that hands over every queue (User-Mode Linux's virtio_uml)
-           --socket PATH     the vhost-user socket (a stale socket there is removed;
-                             anything else there is refused)
-           --socket-owner USER, --socket-group GROUP, --socket-mode MODE   owner,
-                             group and octal mode of the socket, set after bind
-           --tap NAME        the TAP: attached to if it exists (a TAP you own needs no
-                             privileges), created otherwise
-           --mac MAC         the device's MAC (QEMU's own config space governs its guest)
-           --client          connect to a front-end that listens (reconnecting when it goes)
-           --queues N        queue pairs (a multi-queue TAP, one fd per pair)
-           --mtu N           the MTU offered to the guest (MTU feature; default the TAP's)
-           --features LIST   feature switches over the defaults (everything on), e.g.
-                             -RING_PACKED,-MRG_RXBUF,+CTRL_VQ; names as VIRTIO 1.2 has them
-                             without VIRTIO_NET_F_ (VERSION_1, RING_PACKED, INDIRECT_DESC,
-                             EVENT_IDX, IN_ORDER, CSUM, GUEST_CSUM, HOST_TSO4, MQ, STATUS...)
-           --offloads on|off off: no checksum or segmentation offload either way
-                             (CSUM, GUEST_CSUM, *_TSO4/6, *_ECN, *_UFO, *_USO*); default on
-           --rate-limit-tx BYTES_PER_S   cap what the guest sends (k, M, G: powers of
-                             1000; bursts of a tenth of a second's bytes)
-           --rate-limit-rx BYTES_PER_S   cap what the guest receives, the same way
-           --tx-timer MS     after a kick's frames are sent, keep kicks off and look
-                             again MS later, until a look finds nothing: one wakeup
-                             per MS for a burst, not one per frame (default 1; 0: off)
-           --trace, --trace-json, --trace-file PATH, --pcap FILE   as for demo
-           The guest's link follows the TAP's (ip link set NAME down/up). Signals:
-           SIGINT, SIGTERM stop it; SIGUSR1 asks the guest to announce itself
-           (GUEST_ANNOUNCE, when the device runs the control queue)
-  v86      boot the project's Linux guest (test/guest/build-v86-guest.sh) in v86 under
-           Node with a virtio-tap NIC on virtio-pci, on a TAP; the guest's own virtio_net
-           pings the host and fetches bytes over TCP (SHA-256 checked on both sides);
-           then the device's metrics. Needs the optional package v86@0.5.462 and seabios
-           --tap NAME        attach to an existing TAP (with the host address on it)
-           --host-ip CIDR    host side address of a TAP it creates (default 198.18.86.1/24)
-           --guest-ip ADDR   guest address (default 198.18.86.2)
-           --image DIR       vmlinuz and initramfs.gz (default ~/.cache/virtio-tap-v86)
-           --bytes N         bytes the guest fetches (default 262144)
-           --shell           leave the guest's console attached instead (Ctrl-] leaves)
-  tour     walk one frame out of and one frame into the guest, step by step,
-           showing the ring memory as it changes (no privileges needed)
-           --split | --packed   one layout only (default both)
-           --no-pause        all at once, without waiting for Enter
-           --svg DIR         also write each step's ring diagram as SVG
-  help     this text
+const TOUR_OPTIONS = {
+  split: { type: 'boolean', default: false },
+  packed: { type: 'boolean', default: false },
+  'no-pause': { type: 'boolean', default: false },
+  svg: { type: 'string' },
+} as const;
 
-Needs CAP_NET_ADMIN (for example root) to create a TAP, or a TAP you own:
-  sudo ip tuntap add dev vtap0 mode tap user $USER && sudo ip link set vtap0 up
-  virtio-tap demo --tap vtap0
-`;
+/** Each command's options, for the hint on a mistyped one. */
+const OPTION_NAMES: Record<string, string[]> = {
+  demo: Object.keys(DEMO_OPTIONS),
+  'vhost-user': Object.keys(VHOST_USER_OPTIONS),
+  tour: Object.keys(TOUR_OPTIONS),
+  v86: ['tap', 'host-ip', 'guest-ip', 'image', 'bytes', 'shell'],
+};
 
 function color(kind: Parameters<typeof styleText>[0], text: string): string {
-  return process.stdout.isTTY ? styleText(kind, text) : text;
+  return colorWanted() ? styleText(kind, text, { validateStream: false }) : text;
 }
 
 const log: DemoLog = {
@@ -86,28 +46,27 @@ const log: DemoLog = {
   fail: (t) => console.log(` ${color('red', '✗')} ${t}`),
 };
 
+/** The command being run, for the hint on a bad flag. */
+let current = '';
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
-  if (command === undefined || command === 'help' || command === '--help' || command === '-h') {
-    console.log(USAGE);
-    return command === undefined ? 2 : 0;
+  if (command === '--version' || command === '-V' || command === 'version') {
+    console.log(`virtio-tap ${packageVersion()}`);
+    return 0;
   }
+  if (command === undefined) {
+    console.error(USAGE);
+    return 2;
+  }
+  if (command === 'help' || command === '--help' || command === '-h') return help(rest[0]);
+  if (command in COMMAND_HELP && (rest.includes('--help') || rest.includes('-h'))) return help(command);
+  current = command;
   if (command === 'demo') {
-    const { values } = parseArgs({
-      args: rest,
-      options: {
-        tap: { type: 'string' },
-        bridge: { type: 'string' },
-        'host-ip': { type: 'string', default: '198.18.0.1/24' },
-        'guest-ip': { type: 'string', default: '198.18.0.2' },
-        timeout: { type: 'string', default: '3000' },
-        split: { type: 'boolean', default: false },
-        ...SEE_INSIDE,
-      },
-    });
+    const { values } = parseArgs({ args: rest, options: DEMO_OPTIONS });
     const timeoutMs = Number(values.timeout);
     if (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > 600_000) {
-      throw new TypeError(`--timeout must be an integer number of milliseconds, got "${values.timeout}"`);
+      throw new UsageError(`--timeout must be an integer number of milliseconds, got "${values.timeout}"`);
     }
     const trace = traceFrom(values);
     try {
@@ -131,28 +90,47 @@ async function main(argv: string[]): Promise<number> {
   if (command === 'vhost-user') return vhostUserCommand(rest, log);
   if (command === 'v86') return v86Command(rest, log);
   if (command === 'tour') {
-    const { values } = parseArgs({
-      args: rest,
-      options: {
-        split: { type: 'boolean', default: false },
-        packed: { type: 'boolean', default: false },
-        'no-pause': { type: 'boolean', default: false },
-        svg: { type: 'string' },
-      },
-    });
+    const { values } = parseArgs({ args: rest, options: TOUR_OPTIONS });
     const layouts: ('split' | 'packed')[] = values.split === values.packed ? ['split', 'packed'] : values.split === true ? ['split'] : ['packed'];
     return runTour({ layouts, pause: values['no-pause'] !== true, ...(values.svg !== undefined ? { svgDir: values.svg } : {}) });
   }
-  console.error(`virtio-tap: unknown command "${command}"\n\n${USAGE}`);
-  return 2;
+  const near = nearest(command, Object.keys(COMMAND_HELP));
+  throw new UsageError(`unknown command "${command}"${near !== null ? `; did you mean "${near}"?` : ''} (commands: ${Object.keys(COMMAND_HELP).join(', ')})`);
+}
+
+/** `help [COMMAND]`: the overview or a command's text, on stdout. */
+function help(command: string | undefined): number {
+  if (command === undefined) {
+    console.log(USAGE);
+    return 0;
+  }
+  const text = COMMAND_HELP[command];
+  if (text === undefined) throw new UsageError(`no help for "${command}": not a command (commands: ${Object.keys(COMMAND_HELP).join(', ')})`);
+  console.log(text);
+  return 0;
+}
+
+/** A usage mistake as one line, with the nearest option for an unknown one. */
+function usageLine(e: { code?: string; message?: string }): string {
+  const first = (e.message ?? '').split('\n')[0]!;
+  const unknown = /^Unknown option '(-{1,2})([^']*)'/.exec(first);
+  if (e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && unknown !== null) {
+    const near = nearest(unknown[2]!, OPTION_NAMES[current] ?? []);
+    const hint = near !== null ? `; did you mean --${near}?` : '';
+    return `unknown option '${unknown[1]}${unknown[2]}' for ${current}${hint} (options: virtio-tap help ${current})`;
+  }
+  return first.replace(/\. To specify a positional argument.*$/, '');
 }
 
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
-    // Bad flags and other usage errors: one clear line, no stack.
+    // Usage mistakes (a bad flag or value): one line, exit 2. Anything else
+    // failed at run time: one line naming it (errno names come with HostError
+    // and TapError), exit 1.
     const e = err as { code?: string; message?: string };
-    console.error(`virtio-tap: ${(e.message ?? String(err)).split('\n')[0]}`);
-    process.exit(2);
+    const usage = err instanceof UsageError || (typeof e.code === 'string' && e.code.startsWith('ERR_PARSE_ARGS_'));
+    console.error(`virtio-tap: ${usage ? usageLine(e) : (e.message ?? String(err)).split('\n')[0]}`);
+    process.exit(usage ? 2 : 1);
   },
 );

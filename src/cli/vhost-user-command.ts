@@ -7,8 +7,23 @@ import { Link } from '../tap/link.js';
 import { Tap } from '../tap/tap.js';
 import { TraceSink } from '../trace/sink.js';
 import { VhostUserBackend } from '../transport/vhost-user/backend.js';
+import { serveMetrics } from './metrics-server.js';
 import { vhostUserNetDevice } from './vhost-user-device.js';
 import { parseVhostUserFlags } from './vhost-user-flags.js';
+
+/** What --print-capabilities prints: QEMU's vhost-user.json VHostUserBackendCapabilities for a net back-end. */
+export const CAPABILITIES = { type: 'net' } as const;
+
+/** The log with each line stamped with the time (ISO 8601, UTC): the server runs for long. */
+function stamped(log: DemoLog): DemoLog {
+  const at = (): string => new Date().toISOString();
+  return {
+    step: (t) => log.step(`${at()} ${t}`),
+    info: (t) => log.info(`${at()} ${t}`),
+    ok: (t) => log.ok(`${at()} ${t}`),
+    fail: (t) => log.fail(`${at()} ${t}`),
+  };
+}
 
 /** The trace the flags ask for, or null. */
 export function traceFrom(values: { trace?: boolean; 'trace-json'?: boolean; 'trace-file'?: string | undefined }): TraceSink | null {
@@ -31,9 +46,13 @@ function vhostUserTap(name: string, queues: number, log: DemoLog): Tap {
   return tap;
 }
 
-/** Resolves on the first SIGINT or SIGTERM; SIGUSR1 calls `announce` meanwhile. */
-function untilStopped(log: DemoLog, announce: () => void): Promise<void> {
+/** Resolves on the first SIGINT or SIGTERM (or `also`); SIGUSR1 calls `announce` meanwhile. */
+function untilStopped(log: DemoLog, announce: () => void, also: Promise<void>): Promise<void> {
   return new Promise<void>((resolve) => {
+    void also.then(() => {
+      process.off('SIGUSR1', announce);
+      resolve();
+    });
     const stop = (sig: string) => {
       log.info(`${sig}: stopping`);
       process.off('SIGUSR1', announce);
@@ -45,8 +64,13 @@ function untilStopped(log: DemoLog, announce: () => void): Promise<void> {
   });
 }
 
-export async function vhostUserCommand(args: string[], log: DemoLog): Promise<number> {
+export async function vhostUserCommand(args: string[], plainLog: DemoLog): Promise<number> {
   const flags = parseVhostUserFlags(args);
+  if (flags.printCapabilities) {
+    console.log(JSON.stringify(CAPABILITIES));
+    return 0;
+  }
+  const log = stamped(plainLog);
   // The capture file first: a path that cannot be written is refused before any TAP exists.
   const capture = flags.pcap !== undefined ? new PcapWriter(flags.pcap) : null;
   const trace = traceFrom(flags);
@@ -61,15 +85,30 @@ export async function vhostUserCommand(args: string[], log: DemoLog): Promise<nu
     rateLimit: flags.rateLimit,
     txTimerMs: flags.txTimerMs,
   });
-  const backend = new VhostUserBackend({ socketPath: flags.socket, device, client: flags.client, log: (l) => log.info(l), socketAccess: flags.socketAccess });
+  const backend = new VhostUserBackend({
+    socketPath: flags.socket,
+    device,
+    client: flags.client,
+    ...(flags.fd !== undefined ? { fd: flags.fd } : {}),
+    log: (l) => log.info(l),
+    socketAccess: flags.socketAccess,
+  });
   backend.on('error', (e: Error) => log.fail(e.message));
+  // With --fd there is one front-end: when it goes, the command is done.
+  const gone = new Promise<void>((resolve) => {
+    if (flags.fd !== undefined) backend.once('disconnect', () => resolve());
+  });
+  const metrics = flags.metrics === undefined ? null : await serveMetrics(flags.metrics, () => device.totalMetrics().toPrometheus(tap.name));
   backend.start();
-  log.ok(`vhost-user back-end for ${tap.name} on ${flags.socket}${flags.client ? ' (client)' : ''}`);
+  const where = flags.fd !== undefined ? `fd ${flags.fd}` : `${flags.socket}${flags.client ? ' (client)' : ''}`;
+  log.ok(`vhost-user back-end for ${tap.name} on ${where}`);
+  if (metrics !== null) log.info(`metrics at http://${flags.metrics!.host.includes(':') ? `[${flags.metrics!.host}]` : flags.metrics!.host}:${metrics.port}/metrics`);
   const announce = (): void => {
     if (device.requestAnnounce()) log.info('SIGUSR1: asked the guest to announce itself');
     else log.info('SIGUSR1: no announce (the device does not run, or GUEST_ANNOUNCE and its control queue are not the device\'s)');
   };
-  await untilStopped(log, announce);
+  await untilStopped(log, announce, gone);
+  metrics?.server.close();
   backend.close();
   tap.close();
   trace?.close();

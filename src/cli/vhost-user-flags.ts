@@ -41,8 +41,42 @@ export const OFFLOAD_FEATURES: readonly NetFeatureName[] = [
 /** Milliseconds a rate limiter's bucket takes to refill: the burst it allows is a tenth of a second's worth. */
 const RATE_REFILL_MS = 100;
 
+/** The command's options (parseArgs form). */
+export const VHOST_USER_OPTIONS = {
+  socket: { type: 'string' },
+  'socket-path': { type: 'string' },
+  fd: { type: 'string' },
+  'print-capabilities': { type: 'boolean', default: false },
+  tap: { type: 'string' },
+  mac: { type: 'string' },
+  client: { type: 'boolean', default: false },
+  queues: { type: 'string', default: '1' },
+  'tx-timer': { type: 'string', default: '1' },
+  mtu: { type: 'string' },
+  features: { type: 'string' },
+  offloads: { type: 'string', default: 'on' },
+  'rate-limit-tx': { type: 'string' },
+  'rate-limit-rx': { type: 'string' },
+  metrics: { type: 'string' },
+  'socket-owner': { type: 'string' },
+  'socket-group': { type: 'string' },
+  'socket-mode': { type: 'string' },
+  ...SEE_INSIDE,
+} as const;
+
+/** Where --metrics serves: a host (name, IPv4, or IPv6 in brackets) and a port. */
+export interface MetricsAddress {
+  host: string;
+  port: number;
+}
+
 export interface VhostUserFlags {
+  /** The socket path to listen on (or connect to, with client); '' with fd. */
   socket: string;
+  /** An inherited, connected vhost-user socket (--fd), or undefined. */
+  fd: number | undefined;
+  printCapabilities: boolean;
+  metrics: MetricsAddress | undefined;
   tap: string;
   mac: string | undefined;
   client: boolean;
@@ -61,27 +95,15 @@ export interface VhostUserFlags {
 
 /** Parses and checks the command's arguments; throws UsageError (or parseArgs' own error) for a bad one. */
 export function parseVhostUserFlags(args: string[]): VhostUserFlags {
-  const { values } = parseArgs({
-    args: joinFeatureList(args),
-    options: {
-      socket: { type: 'string' },
-      tap: { type: 'string' },
-      mac: { type: 'string' },
-      client: { type: 'boolean', default: false },
-      queues: { type: 'string', default: '1' },
-      'tx-timer': { type: 'string', default: '1' },
-      mtu: { type: 'string' },
-      features: { type: 'string' },
-      offloads: { type: 'string', default: 'on' },
-      'rate-limit-tx': { type: 'string' },
-      'rate-limit-rx': { type: 'string' },
-      'socket-owner': { type: 'string' },
-      'socket-group': { type: 'string' },
-      'socket-mode': { type: 'string' },
-      ...SEE_INSIDE,
-    },
-  });
-  if (values.socket === undefined || values.tap === undefined) throw new UsageError('vhost-user needs --socket PATH and --tap NAME');
+  const { values } = parseArgs({ args: joinFeatureList(args), options: VHOST_USER_OPTIONS });
+  const printCapabilities = values['print-capabilities'] === true;
+  const socket = values.socket ?? values['socket-path'];
+  const fd = values.fd === undefined ? undefined : wholeNumber('--fd', values.fd, 0, 1 << 20, 'a file descriptor number');
+  if (!printCapabilities) {
+    if (values.socket !== undefined && values['socket-path'] !== undefined) throw new UsageError('vhost-user takes --socket or --socket-path, not both');
+    if ((socket === undefined) === (fd === undefined) || values.tap === undefined) throw new UsageError('vhost-user needs --socket PATH (or --fd N) and --tap NAME');
+    if (fd !== undefined && values.client === true) throw new UsageError('--client connects to a socket path; --fd is already connected');
+  }
   const queues = wholeNumber('--queues', values.queues, 1, 64, 'an integer from 1 to 64');
   const txTimerMs = wholeNumber('--tx-timer', values['tx-timer'], 0, 1000, 'a whole number of milliseconds from 0 to 1000');
   const mtu = values.mtu === undefined ? undefined : wholeNumber('--mtu', values.mtu, 68, 65535, 'an integer from 68 to 65535');
@@ -93,8 +115,11 @@ export function parseVhostUserFlags(args: string[]): VhostUserFlags {
   if (values['rate-limit-tx'] !== undefined) rateLimit.tx = bytesPerSecond('--rate-limit-tx', values['rate-limit-tx']);
   if (values['rate-limit-rx'] !== undefined) rateLimit.rx = bytesPerSecond('--rate-limit-rx', values['rate-limit-rx']);
   return {
-    socket: values.socket,
-    tap: values.tap,
+    socket: socket ?? '',
+    fd,
+    printCapabilities,
+    metrics: values.metrics === undefined ? undefined : metricsAddress(values.metrics),
+    tap: values.tap ?? '',
     mac: values.mac,
     client: values.client === true,
     queues,
@@ -171,6 +196,14 @@ export function parseFeatureSwitches(text: string): NetFeatureSwitches {
     out[name as NetFeatureName] = sign === '+';
   }
   return out;
+}
+
+/** HOST:PORT, [IPv6]:PORT: where to serve metrics. No default address: only what the user names is bound. */
+function metricsAddress(text: string): MetricsAddress {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]\s]+)):(\d+)$/.exec(text);
+  const port = m === null ? NaN : Number(m[3]);
+  if (m === null || !(port >= 0 && port <= 65535)) throw new UsageError(`--metrics must be HOST:PORT (e.g. 127.0.0.1:9464, [::1]:9464), got "${text}"`);
+  return { host: m[1] ?? m[2]!, port };
 }
 
 /** A byte rate, with an optional k, M or G (powers of 1000): a token bucket of a tenth of a second's bytes. */

@@ -82,7 +82,7 @@ function openDemoTap(o: DemoOptions, log: DemoLog): Tap | null {
     log.fail(err.message);
     if (o.tap === undefined && (err.code === 'EACCES' || err.code === 'EPERM')) {
       log.info('then give it the host address once (`sudo ip addr add 198.18.0.1/24 dev vtdemo0 && sudo ip link set vtdemo0 up`)');
-      log.info('and run `npx virtio-tap demo --tap vtdemo0`');
+      log.info('and run `virtio-tap demo --tap vtdemo0` (in a checkout: `npm run demo -- --tap vtdemo0`)');
     }
     return null;
   }

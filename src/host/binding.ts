@@ -2,7 +2,7 @@
 // Native functions return numbers: >= 0 on success, -errno on failure.
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export interface NativePoller {
@@ -142,47 +142,62 @@ export interface NativeBinding {
 }
 
 function packageRoot(): string {
-  // src/tap/binding.ts and dist/host/binding.js both sit two levels below the root.
+  // src/host/binding.ts and dist/host/binding.js both sit two levels below the root.
   return resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 }
 
-/** Where the build puts the C reference programs of bench/. */
-export function nativeBuildDir(): string {
-  const root = packageRoot();
-  for (const kind of ['Release', 'Debug']) {
-    const dir = join(root, 'build', kind);
-    if (existsSync(join(dir, 'virtio_tap.node'))) return dir;
+let cached: NativeBinding | undefined;
+let loadedFrom: string | undefined;
+
+/**
+ * The addon's candidates, in order: $VIRTIO_TAP_ADDON, then what node-gyp-build
+ * picks under the package root (a source build in build/Release or
+ * build/Debug, else the prebuild in prebuilds/linux-ARCH/ that fits this
+ * machine), or why it picked nothing.
+ */
+function candidates(root: string, require: NodeJS.Require): { paths: string[]; notes: string[] } {
+  const paths: string[] = [];
+  const notes: string[] = [];
+  const fromEnv = process.env['VIRTIO_TAP_ADDON'];
+  if (fromEnv !== undefined && fromEnv.length > 0) paths.push(fromEnv);
+  try {
+    const gypBuild = require('node-gyp-build') as { path(dir: string): string };
+    paths.push(gypBuild.path(root));
+  } catch (err) {
+    notes.push(`${root}: ${(err as Error).message.trim().split('\n')[0]}`);
   }
-  return join(root, 'build', 'Release');
+  return { paths, notes };
 }
 
-let cached: NativeBinding | undefined;
-
-/** Loads the addon once; on failure the error lists every path tried. */
+/** Loads the addon once; on failure the error lists every path tried and what to run. */
 export function native(): NativeBinding {
   if (cached !== undefined) return cached;
   const require = createRequire(import.meta.url);
   const root = packageRoot();
-  const tried: string[] = [];
-  const candidates = [
-    process.env['VIRTIO_TAP_ADDON'],
-    join(root, 'build', 'Release', 'virtio_tap.node'),
-    join(root, 'build', 'Debug', 'virtio_tap.node'),
-  ].filter((p): p is string => typeof p === 'string' && p.length > 0);
-  for (const path of candidates) {
+  const { paths, notes: tried } = candidates(root, require);
+  for (const path of paths) {
     if (!existsSync(path)) {
       tried.push(`${path}: not found`);
       continue;
     }
     try {
       cached = require(path) as NativeBinding;
+      loadedFrom = path;
       return cached;
     } catch (err) {
       tried.push(`${path}: ${(err as Error).message}`);
     }
   }
   throw new Error(
-    `virtio-tap: cannot load the native addon; run \`npm install\` (or \`npm run build\`) in ${root}.\n` +
-      `tried:\n  ${tried.join('\n  ')}`,
+    `virtio-tap: cannot load the native addon (prebuilt for linux-x64 and linux-arm64 with glibc; built from source elsewhere).\n` +
+      `tried:\n  ${tried.join('\n  ')}\n` +
+      'to build it: `npm rebuild virtio-tap` (needs python3, make and g++); with install scripts blocked, ' +
+      'allow this package\'s first (`pnpm approve-builds`, or npm\'s allowScripts), or in a checkout: `npm run build`',
   );
+}
+
+/** The file the addon was loaded from (loading it first). */
+export function nativeAddonPath(): string {
+  native();
+  return loadedFrom!;
 }

@@ -131,7 +131,7 @@ export class NetMetrics {
 
   /** Prometheus text exposition format, with an `interface` label. */
   toPrometheus(ifname: string): string {
-    const l = `interface="${ifname.replace(/["\\\n]/g, '_')}"`;
+    const l = `interface="${escapeLabel(ifname)}"`;
     const lines: string[] = [];
     const metric = (name: string, help: string, type: string, samples: [string, number][]) => {
       lines.push(`# HELP virtio_tap_${name} ${help}`, `# TYPE virtio_tap_${name} ${type}`);
@@ -171,3 +171,8 @@ SCALARS.forEach((name, i) => {
     },
   });
 });
+
+/** A label value as the Prometheus text exposition format writes it: backslash, double quote and newline escaped. */
+export function escapeLabel(value: string): string {
+  return value.replace(/[\\"\n]/g, (c) => (c === '\n' ? '\\n' : `\\${c}`));
+}

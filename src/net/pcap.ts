@@ -132,6 +132,7 @@ export class PcapWriter {
    * runs on into the plan's following groups): `len` bytes, its
    * virtio_net_hdr first. The bytes are copied at the next copyPending(),
    * which the caller must call before the guest may reuse the buffers.
+   * @internal the device's frame observer calls it
    */
   add(outbound: boolean, queue: number, plan: IoPlan, at: number, len: number): void {
     if (this.closed || len < NET_HDR_SIZE) return;

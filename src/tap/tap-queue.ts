@@ -27,6 +27,7 @@ export class TapQueue extends EventEmitter<{ readable: []; writable: []; error: 
   /** Whether close() closes the fd (false for a queue borrowed by a worker thread). */
   private readonly ownsFd: boolean;
 
+  /** @internal a Tap makes its queues */
   constructor(tap: TapQueueOwner, index: number, fd: number, ownsFd = true) {
     super();
     this.tap = tap;
@@ -80,13 +81,13 @@ export class TapQueue extends EventEmitter<{ readable: []; writable: []; error: 
     return this.n.readFrame(this.fdValue, into);
   }
 
-  /** One writev per planned frame; see NativeBinding.writevBatch. */
+  /** One writev per planned frame; see NativeBinding.writevBatch. @internal the device's batched I/O */
   writeBatch(plan: IoPlan): number {
     if (this.fdValue < 0) return this.closedBatch(plan);
     return this.n.writevBatch(this.fdValue, plan.plan, plan.frames, plan.results);
   }
 
-  /** One readv per planned frame; see NativeBinding.readvBatch. */
+  /** One readv per planned frame; see NativeBinding.readvBatch. @internal the device's batched I/O */
   readBatch(plan: IoPlan): number {
     if (this.fdValue < 0) return this.closedBatch(plan);
     return this.n.readvBatch(this.fdValue, plan.plan, plan.frames, plan.results);
@@ -110,7 +111,7 @@ export class TapQueue extends EventEmitter<{ readable: []; writable: []; error: 
     return this.isEnabled;
   }
 
-  /** Mergeable receive over the groups (frames) of `plan`; see NativeBinding.readvMergeable. */
+  /** Mergeable receive over the groups (frames) of `plan`; see NativeBinding.readvMergeable. @internal the device's batched I/O */
   readMergeable(plan: IoPlan, minRoom: number, maxRoom: number, results: Int32Array, hold: Uint8Array, state: Int32Array): number {
     if (this.fdValue < 0) {
       results[0] = -osConstants.errno.EBADF;

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline/promises';
 import { styleText } from 'node:util';
 
+import { colorWanted } from '../util/color.js';
 import { renderRingText } from './snapshot.js';
 import { renderRingSvg } from './svg.js';
 import { recordTour, type TourStep } from './tour.js';
@@ -41,7 +42,8 @@ export async function runTour(o: TourOptions): Promise<number> {
   const out = o.out ?? ((l: string) => console.log(l));
   const tty = process.stdout.isTTY === true;
   const pause = o.pause && process.stdin.isTTY === true && tty;
-  const color = (k: Parameters<typeof styleText>[0], t: string) => (tty ? styleText(k, t) : t);
+  const colored = colorWanted();
+  const color = (k: Parameters<typeof styleText>[0], t: string) => (colored ? styleText(k, t, { validateStream: false }) : t);
   const rl = pause ? createInterface({ input: process.stdin, output: process.stdout }) : null;
   try {
     for (const layout of o.layouts) {
@@ -52,7 +54,7 @@ export async function runTour(o: TourOptions): Promise<number> {
         for (const t of s.text) if (t !== '') out(`  ${t}`);
         if (s.ring !== undefined) {
           out('');
-          const mark = tty ? (c: string) => styleText(['black', 'bgYellow'], c) + ' ' : undefined;
+          const mark = colored ? (c: string) => styleText(['black', 'bgYellow'], c, { validateStream: false }) + ' ' : undefined;
           for (const l of renderRingText(s.ring.snapshot, s.ring.before, mark).split('\n')) out(`    ${l}`);
           if (s.ring.before !== undefined) out(color('dim', `    (${tty ? 'highlighted' : 'marked *'}: changed since the step before)`));
         }

@@ -71,7 +71,7 @@ export class PackedQueue extends DeviceRing implements DeviceQueue {
   availWrap = 1;
   usedIdx = 0;
   usedWrap = 1;
-  /** The used position at the last notification decision, and what it read from the driver's event area. */
+  /** The used position at the last notification decision, and what it read from the driver's event area. @internal */
   protected readonly signal: PackedSignal = { last: 0, flags: 0, offWrap: -1 };
   private readonly desc32: Uint32Array;
   private readonly desc16: Uint16Array;

@@ -6,7 +6,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { nativeBuildDir } from '../../src/host/binding.js';
+import { cProgram } from '../../bench/lib/c-build.js';
 
 import type { TapQueue } from '../../src/tap/tap.js';
 import { waitForFrame } from '../../src/tap/wait.js';
@@ -71,7 +71,7 @@ export function injectFrame(ifname: string, frame: Uint8Array, count = 1): void 
   try {
     const file = join(dir, 'frame.bin');
     writeFileSync(file, frame);
-    execFileSync(join(nativeBuildDir(), 'tap_loop'), ['inject', ifname, file, String(count)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    execFileSync(cProgram('tap_loop'), ['inject', ifname, file, String(count)], { stdio: ['ignore', 'pipe', 'pipe'] });
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

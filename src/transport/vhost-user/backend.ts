@@ -38,6 +38,12 @@ export interface VhostUserBackendOptions<D extends VhostUserDevice = VhostUserDe
   device: D;
   /** Listen for the front-end (default) or connect to one that listens. */
   client?: boolean;
+  /**
+   * Serve this already-connected socket instead of socketPath (QEMU's
+   * vhost-user.rst, "Backend program conventions": --fd). The back-end owns
+   * and closes it; when the front-end goes there is nothing more to serve.
+   */
+  fd?: number;
   /** Lines for people: connections, refusals. */
   log?: (line: string) => void;
   /** Owner, group and mode of the socket file (listening only), set right after bind. */
@@ -65,7 +71,7 @@ export class VhostUserBackend<D extends VhostUserDevice = VhostUserDevice> exten
     const session = new Session(o.device, log, (e) => this.fault(e));
     this.session = session;
     this.connection = new VhostUserConnection(
-      { socketPath: o.socketPath, client: o.client === true, log, ...(o.socketAccess !== undefined ? { socketAccess: o.socketAccess } : {}) },
+      { socketPath: o.socketPath, client: o.client === true, fd: o.fd, log, ...(o.socketAccess !== undefined ? { socketAccess: o.socketAccess } : {}) },
       {
         answer: (m) => answer(session, m),
         replyAck: () => session.replyAck,

@@ -38,6 +38,8 @@ export interface ConnectionOptions {
   socketPath: string;
   /** Connect to a front-end that listens (reconnecting when it goes) instead of listening. */
   client: boolean;
+  /** A connected socket to serve instead (QEMU's backend program conventions, --fd); none after it goes. */
+  fd?: number | undefined;
   log: (line: string) => void;
   /** Who owns the socket file and its mode, set after bind (as OVS-DPDK and DPDK's vhost library let operators). */
   socketAccess?: SocketAccess;
@@ -70,6 +72,10 @@ export class VhostUserConnection {
 
   /** Starts listening (or connecting, as a client). Throws HostError when the socket cannot listen. */
   start(): void {
+    if (this.o.fd !== undefined) {
+      this.attach(this.o.fd);
+      return;
+    }
     if (this.o.client) {
       this.connect();
       return;
