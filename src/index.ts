@@ -88,3 +88,21 @@ export { Tracer, traceToJson } from './trace/trace.js';
 export type { TraceEvent, TraceEventBody, TraceListener, TraceDescriptor } from './trace/trace.js';
 export { traceToText, traceSection, statusNames, descFlagNames } from './trace/format.js';
 export { PcapWriter, CaptureError, describeNetHeader } from './net/pcap.js';
+
+// Types the exports above name in their signatures.
+export type { CheckedTransfer, V86Guest, V86GuestOptions } from './v86/session.js';
+export type { CommandResult } from './v86/console.js';
+export type { GuestRamStats } from './v86/guest-ram.js';
+export type { PciAttachOptions } from './v86/pci-attach.js';
+export type { V86Constructor, V86Cpu, V86Emulator, V86Io, V86IoPort, V86Pci } from './v86/v86-api.js';
+export type { ConfigHook, PciIdentity } from './transport/pci-config.js';
+export type { PciCommonStats } from './transport/pci-common.js';
+export type { ControlMode } from './net/device-options.js';
+export { COUNTERS } from './net/metrics.js';
+export type { CounterName } from './net/metrics.js';
+export type { LimiterLevels } from './net/rate-limiter.js';
+export type { RingPositions } from './virtio/queue.js';
+export type { SocketAccess } from './transport/vhost-user/connection.js';
+export type { VhostUserStats } from './transport/vhost-user/rings.js';
+export { Msix } from './transport/pci-msix.js';
+export type { MsixPlacement } from './transport/pci-msix.js';

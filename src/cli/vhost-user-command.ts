@@ -1,6 +1,8 @@
 // `virtio-tap vhost-user`: a NetDevice on a TAP served as a vhost-user
 // back-end until SIGINT or SIGTERM; SIGUSR1 asks the guest to announce
 // itself (GUEST_ANNOUNCE).
+import { lstatSync } from 'node:fs';
+
 import type { DemoLog } from '../demo/demo.js';
 import { PcapWriter } from '../net/pcap.js';
 import { Link } from '../tap/link.js';
@@ -9,7 +11,7 @@ import { TraceSink } from '../trace/sink.js';
 import { VhostUserBackend } from '../transport/vhost-user/backend.js';
 import { serveMetrics } from './metrics-server.js';
 import { vhostUserNetDevice } from './vhost-user-device.js';
-import { parseVhostUserFlags } from './vhost-user-flags.js';
+import { parseVhostUserFlags, UsageError } from './vhost-user-flags.js';
 
 /** What --print-capabilities prints: QEMU's vhost-user.json VHostUserBackendCapabilities for a net back-end. */
 export const CAPABILITIES = { type: 'net' } as const;
@@ -23,6 +25,17 @@ function stamped(log: DemoLog): DemoLog {
     ok: (t) => log.ok(`${at()} ${t}`),
     fail: (t) => log.fail(`${at()} ${t}`),
   };
+}
+
+/** --socket names something that is not a socket: a usage mistake, refused before anything is opened (the file is left alone). */
+function refuseNonSocket(path: string): void {
+  let isOther = false;
+  try {
+    isOther = !lstatSync(path).isSocket();
+  } catch {
+    return; // nothing there (or not reachable): the back-end's own bind says what is wrong
+  }
+  if (isOther) throw new UsageError(`${path} exists and is not a socket: not removing it (remove it, or choose another --socket)`);
 }
 
 /** The trace the flags ask for, or null. */
@@ -70,6 +83,7 @@ export async function vhostUserCommand(args: string[], plainLog: DemoLog): Promi
     console.log(JSON.stringify(CAPABILITIES));
     return 0;
   }
+  if (flags.fd === undefined && !flags.client) refuseNonSocket(flags.socket);
   const log = stamped(plainLog);
   // The capture file first: a path that cannot be written is refused before any TAP exists.
   const capture = flags.pcap !== undefined ? new PcapWriter(flags.pcap) : null;
