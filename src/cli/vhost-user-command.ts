@@ -61,7 +61,11 @@ export async function vhostUserCommand(args: string[], log: DemoLog): Promise<nu
     rateLimit: flags.rateLimit,
     txTimerMs: flags.txTimerMs,
   });
-  const backend = new VhostUserBackend({ socketPath: flags.socket, device, client: flags.client, log: (l) => log.info(l), socketAccess: flags.socketAccess });
+  const backend = new VhostUserBackend({ socketPath: flags.socket, device, client: flags.client,
+    logRequests: flags.logRequests,
+    log: (l) => log.info(l),
+    socketAccess: flags.socketAccess,
+  });
   backend.on('error', (e: Error) => log.fail(e.message));
   backend.start();
   log.ok(`vhost-user back-end for ${tap.name} on ${flags.socket}${flags.client ? ' (client)' : ''}`);

@@ -46,6 +46,8 @@ export interface VhostUserFlags {
   tap: string;
   mac: string | undefined;
   client: boolean;
+  /** --log-requests: one line per request the front-end sends. */
+  logRequests: boolean;
   queues: number;
   txTimerMs: number;
   mtu: number | undefined;
@@ -68,6 +70,7 @@ export function parseVhostUserFlags(args: string[]): VhostUserFlags {
       tap: { type: 'string' },
       mac: { type: 'string' },
       client: { type: 'boolean', default: false },
+      'log-requests': { type: 'boolean', default: false },
       queues: { type: 'string', default: '1' },
       'tx-timer': { type: 'string', default: '1' },
       mtu: { type: 'string' },
@@ -97,6 +100,7 @@ export function parseVhostUserFlags(args: string[]): VhostUserFlags {
     tap: values.tap,
     mac: values.mac,
     client: values.client === true,
+    logRequests: values['log-requests'] === true,
     queues,
     txTimerMs,
     mtu,

@@ -42,6 +42,8 @@ export interface VhostUserBackendOptions<D extends VhostUserDevice = VhostUserDe
   log?: (line: string) => void;
   /** Owner, group and mode of the socket file (listening only), set right after bind. */
   socketAccess?: SocketAccess;
+  /** One log line per request received. */
+  logRequests?: boolean;
 }
 
 /**
@@ -65,7 +67,7 @@ export class VhostUserBackend<D extends VhostUserDevice = VhostUserDevice> exten
     const session = new Session(o.device, log, (e) => this.fault(e));
     this.session = session;
     this.connection = new VhostUserConnection(
-      { socketPath: o.socketPath, client: o.client === true, log, ...(o.socketAccess !== undefined ? { socketAccess: o.socketAccess } : {}) },
+      { socketPath: o.socketPath, client: o.client === true, log, logRequests: o.logRequests === true, ...(o.socketAccess !== undefined ? { socketAccess: o.socketAccess } : {}) },
       {
         answer: (m) => answer(session, m),
         replyAck: () => session.replyAck,
