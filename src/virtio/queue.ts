@@ -72,6 +72,12 @@ export interface DeviceQueue {
   setBase(base: number): void;
   /** The same, to hand back (vhost-user GET_VRING_BASE). */
   getBase(): number;
+  /**
+   * Packed only: where the device's used writes stand, read from the ring in
+   * guest memory (bits 0-14 the index, bit 15 the wrap counter), or null when
+   * the ring does not show it unambiguously (see PackedQueue).
+   */
+  usedPositionInRing?(): number | null;
   /** Back to the state after activation. */
   reset(): void;
 }
