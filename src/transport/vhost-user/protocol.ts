@@ -156,6 +156,13 @@ export interface MemRegion {
   mmapOffset: bigint;
 }
 
+/** An ADD_MEM_REG or REM_MEM_REG payload: a u64 of padding, then the region, as one region of a table lies. */
+export function memRegionPayload(r: MemRegion): Uint8Array {
+  const b = memTablePayload([r]);
+  b.fill(0, 0, 8);
+  return b;
+}
+
 export function memTablePayload(regions: MemRegion[]): Uint8Array {
   const b = new Uint8Array(8 + 32 * regions.length);
   const dv = new DataView(b.buffer);
