@@ -49,6 +49,8 @@ export interface GuestOptions {
   stream?: { port: number; seconds: number };
   /** QEMU reconnects to the back-end's socket every second when it goes (-chardev ...,reconnect=1). */
   reconnect?: boolean;
+  /** Room for DIMMs (slots=4, maxmem=2G), QMP on this socket, and the guest's hot-add run (vt.hotplug: a stream meanwhile). */
+  hotplug?: { port: number; seconds: number; qmp: string };
   /** Called with all the output so far, each time more comes. */
   onOutput?: (output: string) => void;
 }
@@ -66,10 +68,12 @@ export function bootGuest(
   const iperf =
     (o.iperfPort === undefined ? '' : ` vt.iperf=${o.iperfPort}`) +
     (o.queuePairs === undefined ? '' : ` vt.mq=${o.queuePairs}`) +
-    (o.stream === undefined ? '' : ` vt.stream=${o.stream.port},${o.stream.seconds}`);
+    (o.stream === undefined ? '' : ` vt.stream=${o.stream.port},${o.stream.seconds}`) +
+    (o.hotplug === undefined ? '' : ` vt.hotplug=${o.hotplug.port},${o.hotplug.seconds}`);
   const mq = o.queuePairs ?? 1;
   const args = [
-    '-accel', 'tcg,thread=multi', '-cpu', 'max', '-m', '256', '-smp', String(mq),
+    '-accel', 'tcg,thread=multi', '-cpu', 'max', '-m', o.hotplug === undefined ? '256' : '256M,slots=4,maxmem=2G', '-smp', String(mq),
+    ...(o.hotplug === undefined ? [] : ['-qmp', `unix:${o.hotplug.qmp},server=on,wait=off`]),
     '-display', 'none', '-serial', 'stdio', '-monitor', 'none', '-nodefaults', '-no-reboot',
     '-kernel', `${dir}/vmlinuz`, '-initrd', `${dir}/initramfs.gz`,
     '-append', `console=ttyS0 quiet panic=-1 vt.ip=${ip} vt.host=${host}${iperf}`,
