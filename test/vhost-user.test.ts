@@ -107,6 +107,20 @@ describe('vhost-user backend', () => {
     }
   });
 
+  it('GET_VRING_BASE of the receive ring: the chains popped ahead and not used are given back, not lost', async () => {
+    const { fe, driver } = await guest({ packed: false });
+    try {
+      const frames: Uint8Array[] = [];
+      driver.onFrame = (f) => frames.push(f.frame);
+      peer.write(new Uint8Array(12 + 100).fill(7, 12));
+      await until(() => frames.length === 1);
+      const r = await fe.request(Req.GET_VRING_BASE, statePayload(0, 0));
+      expect(new DataView(r.payload.buffer, r.payload.byteOffset, 8).getUint32(4, true)).toBe(1); // the one chain used
+    } finally {
+      fe.close();
+    }
+  });
+
   it('GET_VRING_BASE stops the ring and gives its position back', async () => {
     const { fe, driver } = await guest({ packed: false });
     try {
