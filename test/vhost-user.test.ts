@@ -299,6 +299,31 @@ describe('vhost-user backend', () => {
     }
   });
 
+  it('the same region added again (QEMU 7.2: once per queue pair) is counted, and goes with its last REM_MEM_REG', async () => {
+    const { fe, sends } = await slotGuest();
+    try {
+      const before = openFds();
+      const memfd = n.memfdCreate('dimm', 1 << 20);
+      const other = n.memfdCreate('other', 1 << 20);
+      const dimm = memRegionPayload(at(64n * MB, MB));
+      expect(await fe.acked(Req.ADD_MEM_REG, dimm, [memfd])).toBe(0n);
+      expect(await fe.acked(Req.ADD_MEM_REG, dimm, [memfd])).toBe(0n); // the same file again
+      expect(await fe.acked(Req.ADD_MEM_REG, dimm, [other])).toBe(1n); // the same numbers over another file
+      expect(logs.at(-1)).toContain('regions 1 and 2 overlap');
+      expect(openFds()).toBe(before + 3); // the table's one fd of the region, and the test's two
+      expect(await fe.acked(Req.REM_MEM_REG, dimm)).toBe(0n);
+      expect(openFds()).toBe(before + 3); // still in use once
+      expect(await fe.acked(Req.REM_MEM_REG, dimm)).toBe(0n);
+      expect(openFds()).toBe(before + 2);
+      expect(await fe.acked(Req.REM_MEM_REG, dimm)).toBe(1n);
+      for (const fd of [memfd, other]) n.close(fd);
+      expect(openFds()).toBe(before);
+      await sends();
+    } finally {
+      fe.close();
+    }
+  });
+
   it(`up to ${MAX_MEM_SLOTS} regions; one more is refused`, async () => {
     const { fe, sends } = await slotGuest();
     try {
@@ -419,7 +444,7 @@ describe('MemoryTable.mapAdded', () => {
     if (typeof ab === 'number') throw new Error(`mmap: ${ab}`);
     new Uint8Array(ab).set([1, 2, 3, 4], 0x100);
     const dv = (b: Uint8Array) => new DataView(b.buffer, b.byteOffset, b.byteLength);
-    const next = table.mapAdded(dv(memRegionPayload(at(0x4000_0000n, 1n << 16n))), [fd]);
+    const next = table.mapAdded(dv(memRegionPayload(at(0x4000_0000n, 1n << 16n))), [fd])!;
     table.release(table.swap(next), true, next);
     expect(Array.from(table.guest!.view(0x4000_0100, 4))).toEqual([1, 2, 3, 4]);
     expect(table.translate(VA_BASE + 0x4000_0100n, 4)).toBe(0x4000_0100);

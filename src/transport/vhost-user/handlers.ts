@@ -184,7 +184,9 @@ const getMaxMemSlots: Handler = (s, r) => {
 
 const addMemReg: Handler = (s, r) => {
   r.agreed(s, ProtocolFeature.CONFIGURE_MEM_SLOTS, 'CONFIGURE_MEM_SLOTS');
-  useTable(s, s.memory.mapAdded(r.view, r.fds));
+  const next = s.memory.mapAdded(r.view, r.fds);
+  if (next === null) return null; // a region in use again (QEMU 7.2: once per queue pair): counted; its fd goes with the message
+  useTable(s, next);
   r.takeFds();
   return null;
 };
@@ -194,7 +196,8 @@ const addMemReg: Handler = (s, r) => {
 // not to): it is closed with the message.
 const remMemReg: Handler = (s, r) => {
   r.agreed(s, ProtocolFeature.CONFIGURE_MEM_SLOTS, 'CONFIGURE_MEM_SLOTS');
-  useTable(s, s.memory.mapRemoved(r.view));
+  const next = s.memory.mapRemoved(r.view);
+  if (next !== null) useTable(s, next);
   return null;
 };
 

@@ -20,6 +20,8 @@
 // DIMMs arrive this way): each added region is checked as a table's are,
 // against the regions in use too, and a new table shares the regions it
 // keeps (mapped once; release() unmaps and closes only what it drops).
+import { fstatSync } from 'node:fs';
+
 import { native } from '../../host/binding.js';
 import { errnoName } from '../../host/errors.js';
 import { GuestMemory, GuestMemoryError } from '../../virtio/guest-memory.js';
@@ -47,6 +49,8 @@ interface Region {
 
 interface Mapped extends Region {
   views: View[];
+  /** How many times ADD_MEM_REG added it (QEMU 7.2 adds each region once per queue pair); REM_MEM_REG counts down. */
+  refs: number;
 }
 
 /** A table mapped but not yet in use (see MemoryTable.swap). */
@@ -96,7 +100,7 @@ export class MemoryTable {
     regions.forEach((r, i) => this.seal(r, i));
     const mapped: Mapped[] = [];
     try {
-      for (const [i, r] of regions.entries()) mapped.push({ ...r, views: this.mapRegion(r, i, 'SET_MEM_TABLE') });
+      for (const [i, r] of regions.entries()) mapped.push({ ...r, views: this.mapRegion(r, i, 'SET_MEM_TABLE'), refs: 1 });
       return withGuest(mapped, 'SET_MEM_TABLE');
     } catch (err) {
       this.unmap(mapped);
@@ -110,20 +114,27 @@ export class MemoryTable {
    * sizes, no overlap with any region in use, sealed where it can be), and
    * mapped; the regions in use are shared, not mapped again. Throws
    * VhostUserError with nothing mapped; the fd stays the message's until the
-   * table is swapped in.
+   * table is swapped in. The same region again (the same numbers over the
+   * same file), as QEMU 7.2 sends it for each queue pair, is counted, not
+   * mapped again: null, and the fd stays the message's.
    */
-  mapAdded(dv: DataView, fds: readonly number[]): MappedTable {
+  mapAdded(dv: DataView, fds: readonly number[]): MappedTable | null {
     const what = 'ADD_MEM_REG';
     if (dv.byteLength < HEAD_BYTES + REGION_BYTES) throw new VhostUserError(`${what}: payload of ${dv.byteLength} bytes, needs ${HEAD_BYTES + REGION_BYTES}`);
     if (fds.length !== 1) throw new VhostUserError(`${what}: expected one fd, got ${fds.length}`);
     const inUse = this.table.regions;
-    if (inUse.length >= MAX_MEM_SLOTS) throw new VhostUserError(`${what}: all ${MAX_MEM_SLOTS} memory slots are in use`);
     const i = inUse.length;
     const r = region(dv, 0, fds[0]!, what, i);
     this.checkFile(r, i, what);
+    const again = inUse.find((m) => m.gpa === r.gpa && m.size === r.size && m.userspace === r.userspace && m.offset === r.offset && sameFile(m.fd, r.fd));
+    if (again !== undefined) {
+      again.refs++;
+      return null;
+    }
+    if (inUse.length >= MAX_MEM_SLOTS) throw new VhostUserError(`${what}: all ${MAX_MEM_SLOTS} memory slots are in use`);
     checkOverlap([...inUse, r], what);
     this.seal(r, i);
-    const added: Mapped = { ...r, views: this.mapRegion(r, i, what) };
+    const added: Mapped = { ...r, views: this.mapRegion(r, i, what), refs: 1 };
     try {
       return withGuest([...inUse, added], what);
     } catch (err) {
@@ -135,9 +146,10 @@ export class MemoryTable {
   /**
    * REM_MEM_REG: the table in use without the region that matches the
    * payload's guest-physical address, size and front-end address exactly.
-   * The removed region stays mapped until the table is released.
+   * The removed region stays mapped until the table is released. A region
+   * added more than once is counted down instead: null, nothing changes.
    */
-  mapRemoved(dv: DataView): MappedTable {
+  mapRemoved(dv: DataView): MappedTable | null {
     const what = 'REM_MEM_REG';
     if (dv.byteLength < HEAD_BYTES + REGION_BYTES) throw new VhostUserError(`${what}: payload of ${dv.byteLength} bytes, needs ${HEAD_BYTES + REGION_BYTES}`);
     const o = HEAD_BYTES;
@@ -147,6 +159,10 @@ export class MemoryTable {
     const inUse = this.table.regions;
     const k = inUse.findIndex((r) => r.gpa === gpa && r.size === size && r.userspace === userspace);
     if (k < 0) throw new VhostUserError(`${what}: no region at guest-physical 0x${gpa.toString(16)} of 0x${size.toString(16)} bytes at 0x${userspace.toString(16)}`);
+    if (inUse[k]!.refs > 1) {
+      inUse[k]!.refs--;
+      return null;
+    }
     return withGuest(inUse.filter((_, j) => j !== k), what);
   }
 
@@ -262,6 +278,17 @@ function region(dv: DataView, i: number, fd: number, what: string, label: number
             : null;
   if (why !== null) throw new VhostUserError(`${what}: region ${label} (gpa 0x${r.gpa.toString(16)}, size 0x${r.size.toString(16)}, offset 0x${r.offset.toString(16)}): ${why}`);
   return r;
+}
+
+// Two fds of one file (the same device and inode).
+function sameFile(a: number, b: number): boolean {
+  try {
+    const x = fstatSync(a, { bigint: true });
+    const y = fstatSync(b, { bigint: true });
+    return x.dev === y.dev && x.ino === y.ino;
+  } catch {
+    return false;
+  }
 }
 
 // The guest's memory over the regions' views (null for none).
