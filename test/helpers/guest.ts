@@ -47,8 +47,12 @@ export interface GuestOptions {
   queuePairs?: number;
   /** One TCP stream to the host's server, reported every half second (vt.stream). */
   stream?: { port: number; seconds: number };
-  /** QEMU reconnects to the back-end's socket every second when it goes (-chardev ...,reconnect=1). */
-  reconnect?: boolean;
+  /**
+   * A back-end that goes may come back: QEMU connects to it again every
+   * second ('client': -chardev ...,reconnect=1), or listens and takes the
+   * next one ('server': server=on,wait=off; the back-end runs with --client).
+   */
+  reconnect?: 'client' | 'server';
   /** Room for DIMMs (slots=4, maxmem=2G), QMP on this socket, and the guest's hot-add run (vt.hotplug: a stream meanwhile). */
   hotplug?: { port: number; seconds: number; qmp: string };
   /** Called with all the output so far, each time more comes. */
@@ -78,7 +82,7 @@ export function bootGuest(
     '-kernel', `${dir}/vmlinuz`, '-initrd', `${dir}/initramfs.gz`,
     '-append', `console=ttyS0 quiet panic=-1 vt.ip=${ip} vt.host=${host}${iperf}`,
     '-object', 'memory-backend-memfd,id=mem,size=256M,share=on', '-numa', 'node,memdev=mem',
-    '-chardev', `socket,id=c0,path=${socket}${o.reconnect === true ? ',reconnect=1' : ''}`, '-netdev', `vhost-user,id=n0,chardev=c0${mq > 1 ? `,queues=${mq}` : ''}`,
+    '-chardev', `socket,id=c0,path=${socket}${o.reconnect === 'client' ? ',reconnect=1' : o.reconnect === 'server' ? ',server=on,wait=off' : ''}`, '-netdev', `vhost-user,id=n0,chardev=c0${mq > 1 ? `,queues=${mq}` : ''}`,
     // MACHINE-NOTES: under software emulation QEMU 7.2 needs vectors=0 (INTx).
     '-device', `virtio-net-pci,netdev=n0,vectors=0${mq > 1 ? ',mq=on' : ''}${deviceOptions === '' ? '' : `,${deviceOptions}`}`,
   ];

@@ -21,8 +21,8 @@
 // close, brings the link down, fails GET_VRING_BASE on the dead socket and
 // keeps its own idea of each ring's position; on the new connection it sends
 // the whole set-up again (GET_FEATURES ... SET_OWNER, the call and error fds,
-// SET_VRING_ENABLE, SET_FEATURES, SET_STATUS, SET_MEM_TABLE, then per ring
-// SET_VRING_NUM/BASE/ADDR/KICK/CALL, SET_STATUS with DRIVER_OK). The new
+// SET_VRING_ENABLE, SET_FEATURES, SET_STATUS, ADD_MEM_REG per region, then
+// per ring SET_VRING_NUM/BASE/ADDR/KICK/CALL, SET_STATUS with DRIVER_OK). The new
 // back-end recovers each ring's position and nothing else (the TAP, a
 // persistent one, is reattached; the memory and fds come again): a split
 // ring's base is the used index QEMU read from guest memory (chains the
