@@ -59,4 +59,61 @@ describe('packed ring base', () => {
     r.q.setBase(0x8002);
     expect(r.q.getBase() & 0xffff).toBe(0x8002);
   });
+
+  // What a back-end that died leaves in the ring: the new one reads the used position from the USED flags.
+  describe('the used position read from the ring', () => {
+    function used(r: ReturnType<typeof rig>, n: number, popAhead = 0) {
+      for (let k = 0; k < n; k++) {
+        r.post(k + 1);
+        expect(r.q.popChain(r.chain)).toBe(Pop.CHAIN);
+        r.q.addUsed(r.chain.head, 0, r.chain.ringSlots);
+        r.q.flushUsed();
+        r.driver.popUsed();
+      }
+      for (let k = 0; k < popAhead; k++) {
+        r.post(100 + k);
+        expect(r.q.popChain(r.chain)).toBe(Pop.CHAIN); // popped, never used (in flight when the back-end died)
+      }
+    }
+
+    it('a new ring, posted or not, is at index 0 on wrap 1', () => {
+      const r = rig(8);
+      expect(r.q.usedPositionInRing()).toBe(0x8000);
+      r.post(1);
+      expect(r.q.usedPositionInRing()).toBe(0x8000);
+    });
+
+    it('follows the device through laps, and ignores chains popped but not used', () => {
+      const r = rig(8);
+      for (const [n, want] of [[3, 3 | 0x8000], [5, 0], [6, 6], [2, 0x8000]] as const) {
+        used(r, n);
+        expect(r.q.usedPositionInRing(), `after ${n} more`).toBe(want);
+        expect(r.q.getBase() >>> 16).toBe(want);
+      }
+      used(r, 1, 2);
+      expect(r.q.usedPositionInRing()).toBe(1 | 0x8000);
+    });
+
+    it('a fresh queue given a stale base is put where the ring stands', () => {
+      const r = rig(8);
+      used(r, 11, 1);
+      const q = new PackedQueue(r.mem, r.addresses, r.features);
+      q.setBase(0x80008000); // what QEMU 7.2 sends after its back-end died
+      expect(q.usedPositionInRing()).toBe(3);
+      q.setBase(q.usedPositionInRing()!);
+      expect(q.getBase()).toBe((3 | (3 << 16)) >>> 0);
+      expect(q.popChain(q.newChain())).toBe(Pop.CHAIN); // the chain in flight is popped again
+    });
+
+    it('a ring with two steps (chains of several slots, or scribbled on) says nothing', () => {
+      const r = rig(8);
+      used(r, 4);
+      // slot 1 flipped by hand: USED differs at 1, and again at 2
+      const ring = r.mem.view(r.addresses.desc, 16 * 8);
+      const flags = new DataView(ring.buffer, ring.byteOffset, ring.byteLength);
+      flags.setUint16(16 + 14, flags.getUint16(16 + 14, true) ^ 0x8000, true);
+      expect(r.q.usedPositionInRing()).toBeNull();
+    });
+  });
 });
+

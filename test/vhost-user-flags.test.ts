@@ -8,7 +8,8 @@ const base = ['--socket', '/tmp/vu.sock', '--tap', 'vt0'];
 describe('vhost-user flags', () => {
   it('defaults', () => {
     const f = parseVhostUserFlags(base);
-    expect(f).toMatchObject({ socket: '/tmp/vu.sock', tap: 'vt0', queues: 1, txTimerMs: 1, mtu: undefined, features: {}, rateLimit: {}, client: false });
+    expect(f).toMatchObject({ socket: '/tmp/vu.sock', tap: 'vt0', queues: 1, txTimerMs: 1, mtu: undefined, features: {}, rateLimit: {}, client: false, logRequests: false });
+    expect(parseVhostUserFlags([...base, '--log-requests']).logRequests).toBe(true);
   });
 
   it('--features switches names off and on', () => {

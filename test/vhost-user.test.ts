@@ -13,17 +13,22 @@ import { vhostUserNetDevice } from '../src/cli/vhost-user-device.js';
 import type { NetDevice } from '../src/net/device.js';
 import { VhostUserBackend } from '../src/transport/vhost-user/backend.js';
 import { native } from '../src/host/binding.js';
-import { encode, memTablePayload, Req, statePayload, u64Payload } from '../src/transport/vhost-user/protocol.js';
+import { encode, memRegionPayload, memTablePayload, ProtocolFeature, Req, statePayload, u64Payload, type MemRegion } from '../src/transport/vhost-user/protocol.js';
+import { MAX_MEM_SLOTS, MemoryTable } from '../src/transport/vhost-user/memory.js';
 import { parseIpv4 as ip } from '../src/util/addr.js';
 import { buildArp, parseArp } from '../src/util/packet.js';
 import { sh } from './helpers/host.js';
 import { tsharkFields } from './helpers/tshark.js';
 import { describePrivileged } from './helpers/privileged.js';
-import { TestFrontend } from './helpers/vhost-frontend.js';
+import { TestFrontend, VA_BASE } from './helpers/vhost-frontend.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const openFds = () => readdirSync('/proc/self/fd').length;
 const n = native();
+const F_SEAL_SHRINK = 0x2;
+const MB = 1n << 20n;
+/** A region of `size` at guest-physical `gpa`, where the test front-end would map it. */
+const at = (gpa: bigint, size: bigint): MemRegion => ({ guestPhysAddr: gpa, memorySize: size, userspaceAddr: VA_BASE + gpa, mmapOffset: 0n });
 
 async function until(cond: () => boolean, ms = 2000): Promise<void> {
   const deadline = Date.now() + ms;
@@ -97,6 +102,20 @@ describe('vhost-user backend', () => {
     try {
       expect(driver.send(new Uint8Array(60))).toBe(true);
       await until(() => backend.device.metrics.txPackets === 1);
+    } finally {
+      fe.close();
+    }
+  });
+
+  it('GET_VRING_BASE of the receive ring: the chains popped ahead and not used are given back, not lost', async () => {
+    const { fe, driver } = await guest({ packed: false });
+    try {
+      const frames: Uint8Array[] = [];
+      driver.onFrame = (f) => frames.push(f.frame);
+      peer.write(new Uint8Array(12 + 100).fill(7, 12));
+      await until(() => frames.length === 1);
+      const r = await fe.request(Req.GET_VRING_BASE, statePayload(0, 0));
+      expect(new DataView(r.payload.buffer, r.payload.byteOffset, 8).getUint32(4, true)).toBe(1); // the one chain used
     } finally {
       fe.close();
     }
@@ -186,6 +205,143 @@ describe('vhost-user backend', () => {
     expect(existsSync(socket)).toBe(true);
     backend.close();
     expect(existsSync(socket)).toBe(false);
+  });
+
+  // CONFIGURE_MEM_SLOTS: regions come and go one at a time while the device
+  // runs, each checked as SET_MEM_TABLE's are; each refusal leaves the table,
+  // the traffic and the fds as they were. The guest's RAM is region 0 (32 MiB
+  // at 0), the rings in it.
+  async function slotGuest(slots = true) {
+    const fe = await TestFrontend.connect(socket, 32 << 20, true, slots ? 1n << BigInt(ProtocolFeature.CONFIGURE_MEM_SLOTS) : 0n);
+    const driver = new NetDriver(fe, { memory: fe.mem, queueSize: 128 });
+    fe.onInterrupt = () => driver.interrupt('vring', 0);
+    driver.start();
+    await until(() => backend.device.running);
+    const sends = async () => {
+      const before = backend.device.metrics.txPackets;
+      expect(driver.send(new Uint8Array(60))).toBe(true);
+      await until(() => backend.device.metrics.txPackets === before + 1);
+    };
+    return { fe, sends };
+  }
+
+  it('GET_MAX_MEM_SLOTS answers once the feature is agreed, and is refused before', async () => {
+    const off = await slotGuest(false);
+    expect(await off.fe.acked(Req.GET_MAX_MEM_SLOTS)).toBe(1n);
+    expect(await off.fe.acked(Req.ADD_MEM_REG, memRegionPayload(at(64n * MB, MB)), [n.memfdCreate('r', 1 << 20)])).toBe(1n);
+    off.fe.close();
+    await until(() => logs.filter((l) => l.startsWith('front-end gone')).length === 1);
+    const { fe } = await slotGuest();
+    try {
+      const r = await fe.request(Req.GET_MAX_MEM_SLOTS);
+      expect(new DataView(r.payload.buffer, r.payload.byteOffset, 8).getBigUint64(0, true)).toBe(BigInt(MAX_MEM_SLOTS));
+      expect(MAX_MEM_SLOTS).toBeGreaterThanOrEqual(32);
+    } finally {
+      fe.close();
+    }
+  });
+
+  it('ADD_MEM_REG and REM_MEM_REG while the device runs: the table grows and shrinks, traffic goes on, each fd closed once', async () => {
+    const { fe, sends } = await slotGuest();
+    try {
+      const before = openFds();
+      const memfd = n.memfdCreate('dimm', 1 << 20, { sealable: true });
+      expect(await fe.acked(Req.ADD_MEM_REG, memRegionPayload(at(64n * MB, MB)), [memfd])).toBe(0n);
+      const info = n.fdInfo(memfd);
+      expect(typeof info !== 'number' && (info.seals & F_SEAL_SHRINK) !== 0).toBe(true); // sealed against shrinking
+      await sends();
+      // Region 0 holds the rings: it cannot go while they run.
+      expect(await fe.acked(Req.REM_MEM_REG, memRegionPayload(at(0n, 32n * MB)))).toBe(1n);
+      expect(logs.at(-1)).toMatch(/refused REM_MEM_REG: ring address 0x[0-9a-f]+ \(\d+ bytes\) is in no memory region/);
+      await sends();
+      // QEMU 7.2 sends the region's fd with REM_MEM_REG: the back-end closes it, and its own.
+      expect(await fe.acked(Req.REM_MEM_REG, memRegionPayload(at(64n * MB, MB)), [memfd])).toBe(0n);
+      n.close(memfd);
+      expect(openFds()).toBe(before);
+      await sends();
+      expect(logs.filter((l) => l.startsWith('refused')).length).toBe(1);
+    } finally {
+      fe.close();
+    }
+  });
+
+  it('refusals: overlap, a file too small, no fd, not a file, bad sizes, no such region, the rings\' region; nothing changes, nothing leaks', async () => {
+    const { fe, sends } = await slotGuest();
+    try {
+      const before = openFds();
+      const small = n.memfdCreate('small', 4096);
+      const ok = n.memfdCreate('ok', 1 << 20);
+      const efd = n.eventfdCreate();
+      const refusals: [string, number, Uint8Array, number[]][] = [
+        ['regions 0 and 1 overlap', Req.ADD_MEM_REG, memRegionPayload(at(16n * MB, MB)), [ok]],
+        ['runs past the end of its file', Req.ADD_MEM_REG, memRegionPayload(at(64n * MB, MB)), [small]],
+        ['expected one fd', Req.ADD_MEM_REG, memRegionPayload(at(64n * MB, MB)), []],
+        ['expected one fd', Req.ADD_MEM_REG, memRegionPayload(at(64n * MB, MB)), [ok, small]],
+        ['not a file that can be mapped', Req.ADD_MEM_REG, memRegionPayload(at(64n * MB, MB)), [efd]],
+        ['size is not 1 byte', Req.ADD_MEM_REG, memRegionPayload(at(64n * MB, 0n)), [ok]],
+        ['ends past guest-physical 2^52', Req.ADD_MEM_REG, memRegionPayload(at((1n << 52n) - MB / 2n, MB)), [ok]],
+        ['wraps past 2^64', Req.ADD_MEM_REG, memRegionPayload({ ...at(64n * MB, MB), userspaceAddr: (1n << 64n) - 4096n }), [ok]],
+        ['needs 40', Req.ADD_MEM_REG, new Uint8Array(16), [ok]],
+        ['no region at', Req.REM_MEM_REG, memRegionPayload(at(64n * MB, MB)), []],
+        ['no region at', Req.REM_MEM_REG, memRegionPayload({ ...at(0n, 32n * MB), userspaceAddr: 0n }), []],
+        ["the device's rings would be in no memory region", Req.REM_MEM_REG, memRegionPayload(at(0n, 32n * MB)), []],
+      ];
+      for (const [why, req, payload, fds] of refusals) {
+        const count = logs.length;
+        expect(await fe.acked(req, payload, fds), why).toBe(1n);
+        expect(logs.slice(count).join('\n'), why).toContain(why);
+      }
+      for (const fd of [small, ok, efd]) n.close(fd);
+      expect(openFds()).toBe(before);
+      await sends(); // region 0 and the rings in it as before
+    } finally {
+      fe.close();
+    }
+  });
+
+  it('the same region added again (QEMU 7.2: once per queue pair) is counted, and goes with its last REM_MEM_REG', async () => {
+    const { fe, sends } = await slotGuest();
+    try {
+      const before = openFds();
+      const memfd = n.memfdCreate('dimm', 1 << 20);
+      const other = n.memfdCreate('other', 1 << 20);
+      const dimm = memRegionPayload(at(64n * MB, MB));
+      expect(await fe.acked(Req.ADD_MEM_REG, dimm, [memfd])).toBe(0n);
+      expect(await fe.acked(Req.ADD_MEM_REG, dimm, [memfd])).toBe(0n); // the same file again
+      expect(await fe.acked(Req.ADD_MEM_REG, dimm, [other])).toBe(1n); // the same numbers over another file
+      expect(logs.at(-1)).toContain('regions 1 and 2 overlap');
+      expect(openFds()).toBe(before + 3); // the table's one fd of the region, and the test's two
+      expect(await fe.acked(Req.REM_MEM_REG, dimm)).toBe(0n);
+      expect(openFds()).toBe(before + 3); // still in use once
+      expect(await fe.acked(Req.REM_MEM_REG, dimm)).toBe(0n);
+      expect(openFds()).toBe(before + 2);
+      expect(await fe.acked(Req.REM_MEM_REG, dimm)).toBe(1n);
+      for (const fd of [memfd, other]) n.close(fd);
+      expect(openFds()).toBe(before);
+      await sends();
+    } finally {
+      fe.close();
+    }
+  });
+
+  it(`up to ${MAX_MEM_SLOTS} regions; one more is refused`, async () => {
+    const { fe, sends } = await slotGuest();
+    try {
+      const before = openFds();
+      for (let i = 1; i < MAX_MEM_SLOTS; i++) {
+        const fd = n.memfdCreate(`slot${i}`, 4096);
+        expect(await fe.acked(Req.ADD_MEM_REG, memRegionPayload(at(64n * MB + BigInt(i) * MB, 4096n)), [fd]), `slot ${i}`).toBe(0n);
+        n.close(fd);
+      }
+      const fd = n.memfdCreate('one-more', 4096);
+      expect(await fe.acked(Req.ADD_MEM_REG, memRegionPayload(at(32n * MB, 4096n)), [fd])).toBe(1n);
+      n.close(fd);
+      expect(logs.some((l) => l.includes(`all ${MAX_MEM_SLOTS} memory slots are in use`))).toBe(true);
+      expect(openFds()).toBe(before + MAX_MEM_SLOTS - 1); // the table holds one fd per region added
+      await sends();
+    } finally {
+      fe.close();
+    }
   });
 });
 
@@ -278,4 +434,21 @@ describePrivileged('virtio-tap vhost-user (the command)', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   }, 40_000);
+});
+
+describe('MemoryTable.mapAdded', () => {
+  it('the added region reads what the front-end wrote through its own mapping', () => {
+    const table = new MemoryTable();
+    const fd = n.memfdCreate('dimm', 1 << 16);
+    const ab = n.mmapShared(fd, 1 << 16, 0);
+    if (typeof ab === 'number') throw new Error(`mmap: ${ab}`);
+    new Uint8Array(ab).set([1, 2, 3, 4], 0x100);
+    const dv = (b: Uint8Array) => new DataView(b.buffer, b.byteOffset, b.byteLength);
+    const next = table.mapAdded(dv(memRegionPayload(at(0x4000_0000n, 1n << 16n))), [fd])!;
+    table.release(table.swap(next), true, next);
+    expect(Array.from(table.guest!.view(0x4000_0100, 4))).toEqual([1, 2, 3, 4]);
+    expect(table.translate(VA_BASE + 0x4000_0100n, 4)).toBe(0x4000_0100);
+    table.unmapAll();
+    n.unmap(ab);
+  });
 });

@@ -45,6 +45,7 @@ over every queue (User-Mode Linux's virtio_uml).
                     privileges), created otherwise
   --mac MAC         the device's MAC (QEMU's own config space governs its guest)
   --client          connect to a front-end that listens (reconnecting when it goes)
+  --log-requests    one log line per request the front-end sends
   --queues N        queue pairs (a multi-queue TAP, one fd per pair)
   --mtu N           the MTU offered to the guest (MTU feature; default the TAP's)
   --features LIST   feature switches over the defaults (everything on), e.g.

@@ -104,6 +104,7 @@ export async function vhostUserCommand(args: string[], plainLog: DemoLog): Promi
     device,
     client: flags.client,
     ...(flags.fd !== undefined ? { fd: flags.fd } : {}),
+    logRequests: flags.logRequests,
     log: (l) => log.info(l),
     socketAccess: flags.socketAccess,
   });

@@ -61,6 +61,7 @@ export const VHOST_USER_OPTIONS = {
   'socket-owner': { type: 'string' },
   'socket-group': { type: 'string' },
   'socket-mode': { type: 'string' },
+  'log-requests': { type: 'boolean', default: false },
   ...SEE_INSIDE,
 } as const;
 
@@ -80,6 +81,8 @@ export interface VhostUserFlags {
   tap: string;
   mac: string | undefined;
   client: boolean;
+  /** --log-requests: one line per request the front-end sends. */
+  logRequests: boolean;
   queues: number;
   txTimerMs: number;
   mtu: number | undefined;
@@ -122,6 +125,7 @@ export function parseVhostUserFlags(args: string[]): VhostUserFlags {
     tap: values.tap ?? '',
     mac: values.mac,
     client: values.client === true,
+    logRequests: values['log-requests'] === true,
     queues,
     txTimerMs,
     mtu,

@@ -233,6 +233,30 @@ export class PackedQueue extends DeviceRing implements DeviceQueue {
     Atomics.store(this.deviceEvent, 1, p.suppressFlags);
   }
 
+  /**
+   * The used position as the ring shows it. A slot's USED flag changes only
+   * when the device writes it used (on lap w it sets USED = w; the driver
+   * posting a buffer on lap d writes USED = !d, which is what the slot held
+   * since the device's last lap). So while every chain is one slot (a single
+   * buffer or an indirect table, as Linux's virtio_net posts them with
+   * INDIRECT_DESC), the slots before the device's used index U carry USED = w
+   * (its wrap counter) and the slots from U on carry !w: one step. A ring
+   * with all slots alike is at index 0 (wrap !USED). More than one step
+   * (chains of several slots, or a ring scribbled on) says nothing: null.
+   */
+  usedPositionInRing(): number | null {
+    const used = (i: number): number => ((Atomics.load(this.desc16, i * 8 + 7) & VIRTQ_DESC_F_USED) !== 0 ? 1 : 0);
+    const first = used(0);
+    let step = 0; // the first slot whose USED differs from slot 0's (0: none does)
+    for (let i = 1; i < this.size; i++) {
+      const u = used(i);
+      if (step === 0) {
+        if (u !== first) step = i;
+      } else if (u === first) return null; // a second step
+    }
+    return step === 0 ? (first === 1 ? 0 : 0x8000) : step | (first << 15);
+  }
+
   savePosition(): number {
     return this.nextAvail | (this.availWrap << 16);
   }

@@ -99,6 +99,12 @@ export interface DeviceQueue {
   setPositions(p: RingPositions): void;
   /** A ring a snapshot carried broken by `fault` (tier 2): it pops nothing until reset (cold path). */
   markBroken(fault: number): void;
+  /**
+   * Packed only: where the device's used writes stand, read from the ring in
+   * guest memory (bits 0-14 the index, bit 15 the wrap counter), or null when
+   * the ring does not show it unambiguously (see PackedQueue).
+   */
+  usedPositionInRing?(): number | null;
   /** Back to the state after activation. */
   reset(): void;
 }

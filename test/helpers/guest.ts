@@ -38,6 +38,27 @@ export interface GuestRun {
   code: number | null;
 }
 
+export interface GuestOptions {
+  timeoutMs?: number;
+  /** SIGKILL QEMU once the guest prints this. */
+  killOn?: string;
+  /** iperf3 TCP both ways and UDP against the host's server on this port. */
+  iperfPort?: number;
+  queuePairs?: number;
+  /** One TCP stream to the host's server, reported every half second (vt.stream). */
+  stream?: { port: number; seconds: number };
+  /**
+   * A back-end that goes may come back: QEMU connects to it again every
+   * second ('client': -chardev ...,reconnect=1), or listens and takes the
+   * next one ('server': server=on,wait=off; the back-end runs with --client).
+   */
+  reconnect?: 'client' | 'server';
+  /** Room for DIMMs (slots=4, maxmem=2G), QMP on this socket, and the guest's hot-add run (vt.hotplug: a stream meanwhile). */
+  hotplug?: { port: number; seconds: number; qmp: string };
+  /** Called with all the output so far, each time more comes. */
+  onOutput?: (output: string) => void;
+}
+
 /** Boots the guest against `socket` with `deviceOptions` on -device virtio-net-pci; resolves when it powers off. */
 export function bootGuest(
   dir: string,
@@ -45,18 +66,23 @@ export function bootGuest(
   ip: string,
   host: string,
   deviceOptions = '',
-  o: { timeoutMs?: number; killOn?: string; iperfPort?: number; queuePairs?: number } = {},
+  o: GuestOptions = {},
 ): Promise<GuestRun> {
   const timeoutMs = o.timeoutMs ?? 90_000;
-  const iperf = (o.iperfPort === undefined ? '' : ` vt.iperf=${o.iperfPort}`) + (o.queuePairs === undefined ? '' : ` vt.mq=${o.queuePairs}`);
+  const iperf =
+    (o.iperfPort === undefined ? '' : ` vt.iperf=${o.iperfPort}`) +
+    (o.queuePairs === undefined ? '' : ` vt.mq=${o.queuePairs}`) +
+    (o.stream === undefined ? '' : ` vt.stream=${o.stream.port},${o.stream.seconds}`) +
+    (o.hotplug === undefined ? '' : ` vt.hotplug=${o.hotplug.port},${o.hotplug.seconds}`);
   const mq = o.queuePairs ?? 1;
   const args = [
-    '-accel', 'tcg,thread=multi', '-cpu', 'max', '-m', '256', '-smp', String(mq),
+    '-accel', 'tcg,thread=multi', '-cpu', 'max', '-m', o.hotplug === undefined ? '256' : '256M,slots=4,maxmem=2G', '-smp', String(mq),
+    ...(o.hotplug === undefined ? [] : ['-qmp', `unix:${o.hotplug.qmp},server=on,wait=off`]),
     '-display', 'none', '-serial', 'stdio', '-monitor', 'none', '-nodefaults', '-no-reboot',
     '-kernel', `${dir}/vmlinuz`, '-initrd', `${dir}/initramfs.gz`,
     '-append', `console=ttyS0 quiet panic=-1 vt.ip=${ip} vt.host=${host}${iperf}`,
     '-object', 'memory-backend-memfd,id=mem,size=256M,share=on', '-numa', 'node,memdev=mem',
-    '-chardev', `socket,id=c0,path=${socket}`, '-netdev', `vhost-user,id=n0,chardev=c0${mq > 1 ? `,queues=${mq}` : ''}`,
+    '-chardev', `socket,id=c0,path=${socket}${o.reconnect === 'client' ? ',reconnect=1' : o.reconnect === 'server' ? ',server=on,wait=off' : ''}`, '-netdev', `vhost-user,id=n0,chardev=c0${mq > 1 ? `,queues=${mq}` : ''}`,
     // MACHINE-NOTES: under software emulation QEMU 7.2 needs vectors=0 (INTx).
     '-device', `virtio-net-pci,netdev=n0,vectors=0${mq > 1 ? ',mq=on' : ''}${deviceOptions === '' ? '' : `,${deviceOptions}`}`,
   ];
@@ -67,6 +93,7 @@ export function bootGuest(
       output += d.toString();
       // Kill QEMU outright once the guest says `killOn`, as a crash would.
       if (o.killOn !== undefined && output.includes(o.killOn)) q.kill('SIGKILL');
+      o.onOutput?.(output);
     });
     q.stderr.on('data', (d: Buffer) => (output += d.toString()));
     const t = setTimeout(() => q.kill('SIGKILL'), timeoutMs);

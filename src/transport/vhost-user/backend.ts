@@ -16,6 +16,22 @@
 // the driver's VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET decides. With STATUS agreed,
 // SET_STATUS drives the device's status machine and GET_STATUS reads it.
 //
+// A back-end that dies and is started again (QEMU 7.2 with -chardev
+// ...,reconnect=1, or QEMU listening and --client): QEMU sees the socket
+// close, brings the link down, fails GET_VRING_BASE on the dead socket and
+// keeps its own idea of each ring's position; on the new connection it sends
+// the whole set-up again (GET_FEATURES ... SET_OWNER, the call and error fds,
+// SET_VRING_ENABLE, SET_FEATURES, SET_STATUS, ADD_MEM_REG per region, then
+// per ring SET_VRING_NUM/BASE/ADDR/KICK/CALL, SET_STATUS with DRIVER_OK). The new
+// back-end recovers each ring's position and nothing else (the TAP, a
+// persistent one, is reattached; the memory and fds come again): a split
+// ring's base is the used index QEMU read from guest memory (chains the
+// dead back-end popped but did not use are popped again); a packed ring's
+// base is stale (QEMU has nothing in guest memory to read, and 7.2's
+// vhost-user net uses no INFLIGHT_SHMFD), so the ring reads the device's
+// used position from the descriptors' USED flags and resumes there
+// (Rings.resume, PackedQueue.usedPositionInRing).
+//
 // The parts: the connection (socket, messages, replies), the session (what
 // the front-end set up: features, memory table, rings, the back-end
 // channel, status) and one handler per request (handlers.ts).
@@ -48,6 +64,8 @@ export interface VhostUserBackendOptions<D extends VhostUserDevice = VhostUserDe
   log?: (line: string) => void;
   /** Owner, group and mode of the socket file (listening only), set right after bind. */
   socketAccess?: SocketAccess;
+  /** One log line per request received. */
+  logRequests?: boolean;
 }
 
 /**
@@ -71,7 +89,7 @@ export class VhostUserBackend<D extends VhostUserDevice = VhostUserDevice> exten
     const session = new Session(o.device, log, (e) => this.fault(e));
     this.session = session;
     this.connection = new VhostUserConnection(
-      { socketPath: o.socketPath, client: o.client === true, fd: o.fd, log, ...(o.socketAccess !== undefined ? { socketAccess: o.socketAccess } : {}) },
+      { socketPath: o.socketPath, client: o.client === true, fd: o.fd, log, logRequests: o.logRequests === true, ...(o.socketAccess !== undefined ? { socketAccess: o.socketAccess } : {}) },
       {
         answer: (m) => answer(session, m),
         replyAck: () => session.replyAck,

@@ -12,6 +12,7 @@ import { QueueConfigError } from '../../virtio/queue.js';
 import {
   encode,
   ExactReader,
+  Req,
   reqName,
   u64Payload,
   VHOST_USER_NEED_REPLY_MASK,
@@ -43,6 +44,8 @@ export interface ConnectionOptions {
   log: (line: string) => void;
   /** Who owns the socket file and its mode, set after bind (as OVS-DPDK and DPDK's vhost library let operators). */
   socketAccess?: SocketAccess;
+  /** One log line per request received (what a front-end sends, e.g. on reconnect). */
+  logRequests?: boolean;
 }
 
 export interface SocketAccess {
@@ -206,6 +209,7 @@ export class VhostUserConnection {
   // nothing half done). A refused request's fds are closed.
   private handle(m: Message): void {
     let ack = 0n;
+    if (this.o.logRequests === true) this.o.log(requestLine(m));
     try {
       const reply = this.hooks.answer(m);
       this.closeLeft(m);
@@ -255,4 +259,12 @@ export class VhostUserConnection {
     this.hooks.disconnected(why);
     if (this.o.client && !this.closed) this.connect(); // reconnect to a front-end that listens
   }
+}
+
+// One request for the log: its name, and the ring and number of a vhost_vring_state.
+function requestLine(m: Message): string {
+  const dv = new DataView(m.payload.buffer, m.payload.byteOffset, m.payload.byteLength);
+  const state = m.request === Req.SET_VRING_NUM || m.request === Req.SET_VRING_BASE || m.request === Req.GET_VRING_BASE || m.request === Req.SET_VRING_ENABLE;
+  const detail = state && dv.byteLength >= 8 ? ` ring ${dv.getUint32(0, true)} num 0x${dv.getUint32(4, true).toString(16)}` : '';
+  return `request ${reqName(m.request)}${detail}${m.fds.length > 0 ? ` (${m.fds.length} fd${m.fds.length > 1 ? 's' : ''})` : ''}`;
 }

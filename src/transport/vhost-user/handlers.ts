@@ -20,11 +20,19 @@ import {
   VhostUserError,
   type Message,
 } from './protocol.js';
+import { MAX_MEM_SLOTS, type MappedTable } from './memory.js';
 import type { Ring, RingFd } from './rings.js';
 import type { Session } from './session.js';
 
 /** Protocol features the back-end speaks (GET_PROTOCOL_FEATURES). */
-export const PROTOCOL_FEATURES = [ProtocolFeature.MQ, ProtocolFeature.REPLY_ACK, ProtocolFeature.BACKEND_REQ, ProtocolFeature.CONFIG, ProtocolFeature.STATUS].reduce(
+export const PROTOCOL_FEATURES = [
+  ProtocolFeature.MQ,
+  ProtocolFeature.REPLY_ACK,
+  ProtocolFeature.BACKEND_REQ,
+  ProtocolFeature.CONFIG,
+  ProtocolFeature.CONFIGURE_MEM_SLOTS,
+  ProtocolFeature.STATUS,
+].reduce(
   (m, b) => m | bit(b),
   0n,
 );
@@ -143,23 +151,53 @@ const resetOwner: Handler = (s, r) => {
 };
 
 // A new table replaces the old: stop, use the new, start again, and only
-// then unmap what it replaced. A table the rings cannot start in is refused:
-// the old one is put back and started again, and the new one unmapped.
-const setMemTable: Handler = (s, r) => {
-  const next = s.memory.map(r.view, r.fds);
+// then unmap what it replaced (and the new one does not share). A table the
+// rings cannot start in is refused: the old one is put back and started
+// again, and what only the new one mapped is unmapped.
+function useTable(s: Session, next: MappedTable): void {
   const wasRunning = s.device.running;
   s.rings.stop();
   const old = s.memory.swap(next);
   try {
     if (wasRunning) s.maybeStart();
+    if (wasRunning && !s.device.running) throw new VhostUserError("the device's rings would be in no memory region");
   } catch (err) {
     s.rings.stop();
-    s.memory.release(s.memory.swap(old), false);
+    s.memory.release(s.memory.swap(old), false, old);
     restart(s, 'the memory table in use before');
     throw err;
   }
-  s.memory.release(old, true);
+  s.memory.release(old, true, next);
+}
+
+const setMemTable: Handler = (s, r) => {
+  useTable(s, s.memory.map(r.view, r.fds));
   r.takeFds();
+  return null;
+};
+
+// CONFIGURE_MEM_SLOTS: regions one at a time (QEMU then sends no SET_MEM_TABLE).
+const getMaxMemSlots: Handler = (s, r) => {
+  r.agreed(s, ProtocolFeature.CONFIGURE_MEM_SLOTS, 'CONFIGURE_MEM_SLOTS').noFds();
+  return u64Payload(BigInt(MAX_MEM_SLOTS));
+};
+
+const addMemReg: Handler = (s, r) => {
+  r.agreed(s, ProtocolFeature.CONFIGURE_MEM_SLOTS, 'CONFIGURE_MEM_SLOTS');
+  const next = s.memory.mapAdded(r.view, r.fds);
+  if (next === null) return null; // a region in use again (QEMU 7.2: once per queue pair): counted; its fd goes with the message
+  useTable(s, next);
+  r.takeFds();
+  return null;
+};
+
+// A region a running ring is in cannot go (the rings would not start again).
+// QEMU 7.2 sends the region's fd along (vhost-user.rst allows it, and says
+// not to): it is closed with the message.
+const remMemReg: Handler = (s, r) => {
+  r.agreed(s, ProtocolFeature.CONFIGURE_MEM_SLOTS, 'CONFIGURE_MEM_SLOTS');
+  const next = s.memory.mapRemoved(r.view);
+  if (next !== null) useTable(s, next);
   return null;
 };
 
@@ -320,6 +358,9 @@ const HANDLERS = new Map<number, Handler>([
   [Req.SET_OWNER, setOwner],
   [Req.RESET_OWNER, resetOwner],
   [Req.SET_MEM_TABLE, setMemTable],
+  [Req.GET_MAX_MEM_SLOTS, getMaxMemSlots],
+  [Req.ADD_MEM_REG, addMemReg],
+  [Req.REM_MEM_REG, remMemReg],
   [Req.SET_VRING_NUM, setVringNum],
   [Req.SET_VRING_ADDR, setVringAddr],
   [Req.SET_VRING_BASE, setVringBase],

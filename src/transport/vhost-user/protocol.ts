@@ -37,6 +37,11 @@ export const Req = {
   SET_BACKEND_REQ_FD: 21,
   GET_CONFIG: 24,
   SET_CONFIG: 25,
+  GET_INFLIGHT_FD: 31,
+  SET_INFLIGHT_FD: 32,
+  GET_MAX_MEM_SLOTS: 36,
+  ADD_MEM_REG: 37,
+  REM_MEM_REG: 38,
   SET_STATUS: 39,
   GET_STATUS: 40,
 } as const;
@@ -56,6 +61,8 @@ export const ProtocolFeature = {
   /** The back-end request channel (called SLAVE_REQ in older texts). */
   BACKEND_REQ: 5,
   CONFIG: 9,
+  INFLIGHT_SHMFD: 12,
+  CONFIGURE_MEM_SLOTS: 15,
   STATUS: 16,
 } as const;
 
@@ -147,6 +154,13 @@ export interface MemRegion {
   memorySize: bigint;
   userspaceAddr: bigint;
   mmapOffset: bigint;
+}
+
+/** An ADD_MEM_REG or REM_MEM_REG payload: a u64 of padding, then the region, as one region of a table lies. */
+export function memRegionPayload(r: MemRegion): Uint8Array {
+  const b = memTablePayload([r]);
+  b.fill(0, 0, 8);
+  return b;
 }
 
 export function memTablePayload(regions: MemRegion[]): Uint8Array {

@@ -16,7 +16,7 @@ import {
 } from '../../virtio/constants.js';
 import type { InterruptKind } from '../../virtio/device.js';
 import type { VhostUserDevice } from './device.js';
-import type { QueueAddresses } from '../../virtio/queue.js';
+import type { DeviceQueue, QueueAddresses } from '../../virtio/queue.js';
 import type { MemoryTable } from './memory.js';
 import { VhostUserError } from './protocol.js';
 
@@ -216,7 +216,9 @@ export class Rings {
     try {
       indices.forEach((i, k) => {
         const r = this.list[i]!;
-        this.device.activateQueue(i, guest, addresses[k]!).setBase(r.base);
+        const q = this.device.activateQueue(i, guest, addresses[k]!);
+        q.setBase(r.base);
+        this.resume(i, q);
         r.started = true;
         r.reported = false;
         this.listen(i);
@@ -230,6 +232,25 @@ export class Rings {
       }
       throw err;
     }
+  }
+
+  // A packed ring's position comes from the front-end (SET_VRING_BASE),
+  // which knows it from the last GET_VRING_BASE only. A back-end that died
+  // answered none: QEMU 7.2 then restores a split ring's position from the
+  // used index in guest memory, but has nothing to read for a packed one and
+  // sends the position it had before (0x80008000 for a ring never stopped).
+  // When the ring in guest memory shows the device's used position
+  // unambiguously (PackedQueue.usedPositionInRing) and the front-end's
+  // disagrees, the ring's is taken for both sides: the chains the dead
+  // back-end popped but did not use are popped again, as QEMU does for a
+  // split ring.
+  private resume(i: number, q: DeviceQueue): void {
+    const inRing = q.usedPositionInRing?.() ?? null;
+    const given = q.getBase() >>> 16;
+    if (inRing === null || inRing === given) return;
+    q.setBase(inRing);
+    const at = (p: number): string => `index ${p & 0x7fff} wrap ${p >>> 15}`;
+    this.log(`ring ${i}: the front-end's base (used ${at(given)}) is not where the ring stands; resuming at ${at(inRing)}, where its USED flags show the device stopped`);
   }
 
   // Listens on ring i's kick eventfd. A kick fd that reads at EOF or fails stops the ring listening, with a reason.
