@@ -53,7 +53,7 @@ export interface GuestOptions {
    * next one ('server': server=on,wait=off; the back-end runs with --client).
    */
   reconnect?: 'client' | 'server';
-  /** Room for DIMMs (slots=4, maxmem=2G), QMP on this socket, and the guest's hot-add run (vt.hotplug: a stream meanwhile). */
+  /** Room for DIMMs (slots=4, maxmem=2G), QMP on this socket, and the guest's hot-add run (vt.memhotplug: a stream meanwhile). */
   hotplug?: { port: number; seconds: number; qmp: string };
   /** Called with all the output so far, each time more comes. */
   onOutput?: (output: string) => void;
@@ -73,7 +73,7 @@ export function bootGuest(
     (o.iperfPort === undefined ? '' : ` vt.iperf=${o.iperfPort}`) +
     (o.queuePairs === undefined ? '' : ` vt.mq=${o.queuePairs}`) +
     (o.stream === undefined ? '' : ` vt.stream=${o.stream.port},${o.stream.seconds}`) +
-    (o.hotplug === undefined ? '' : ` vt.hotplug=${o.hotplug.port},${o.hotplug.seconds}`);
+    (o.hotplug === undefined ? '' : ` vt.memhotplug=${o.hotplug.port},${o.hotplug.seconds}`);
   const mq = o.queuePairs ?? 1;
   const args = [
     '-accel', 'tcg,thread=multi', '-cpu', 'max', '-m', o.hotplug === undefined ? '256' : '256M,slots=4,maxmem=2G', '-smp', String(mq),
