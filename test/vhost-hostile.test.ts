@@ -115,39 +115,21 @@ describe('a hostile front-end cannot crash, hang or exhaust the back-end', () =>
     await unharmed();
   });
 
-  for (const kind of ['file', 'devnull', 'dir', 'memfd'] as const) {
-    it(`refuses a kick, call or error fd that is not an eventfd, pipe or socket (${kind})`, async () => {
+  // UML's virtio_uml signals over pipes and socket pairs, not eventfds: those are taken; what cannot signal is refused.
+  for (const [kind, taken] of [['file', false], ['devnull', false], ['dir', false], ['memfd', false], ['pipe', true], ['socket', true], ['socket-eof', true]] as const) {
+    it(`${taken ? 'takes' : 'refuses'} a kick, call or error fd that is a ${kind}; none leaves the back-end spinning`, async () => {
       const c = await client();
+      const answer = taken ? 0n : 1n;
       expect(await memTable(c, [{ gpa: 0n, size: 4n * MiB }], [fds.make('memfd')])).toBe(0n);
       ring(c, 0);
       ring(c, 1);
-      expect(await c.acked(Req.SET_VRING_CALL, u64Payload(0n), [fds.make(kind)])).toBe(1n);
-      expect(await c.acked(Req.SET_VRING_ERR, u64Payload(0n), [fds.make(kind)])).toBe(1n);
+      expect(await c.acked(Req.SET_VRING_CALL, u64Payload(0n), [fds.make(kind)])).toBe(answer);
+      expect(await c.acked(Req.SET_VRING_ERR, u64Payload(0n), [fds.make(kind)])).toBe(answer);
       expect(await c.acked(Req.SET_VRING_KICK, u64Payload(0n), [fds.make('eventfd')])).toBe(0n);
       expect(await c.acked(Req.SET_VRING_ENABLE, statePayload(0, 1))).toBe(0n);
       expect(await c.acked(Req.SET_VRING_ENABLE, statePayload(1, 1))).toBe(0n);
-      expect(await c.acked(Req.SET_VRING_KICK, u64Payload(1n), [fds.make(kind)])).toBe(1n);
-      expect(await b.logged(new RegExp(`refused SET_VRING_CALL: .*not an eventfd or a pipe or a socket`))).toBe(true);
-      const t0 = b.holdings().cpuTicks;
-      await sleep(500);
-      expect(b.holdings().cpuTicks - t0).toBeLessThan(20); // idle: no spinning on an fd at EOF
-      await unharmed();
-    });
-  }
-
-  // UML's virtio_uml signals over pipes and socket pairs, not eventfds.
-  for (const kind of ['pipe', 'socket', 'socket-eof'] as const) {
-    it(`takes a kick, call or error fd that is a ${kind}; one at end of file stops its ring without spinning`, async () => {
-      const c = await client();
-      expect(await memTable(c, [{ gpa: 0n, size: 4n * MiB }], [fds.make('memfd')])).toBe(0n);
-      ring(c, 0);
-      ring(c, 1);
-      expect(await c.acked(Req.SET_VRING_CALL, u64Payload(0n), [fds.make(kind)])).toBe(0n);
-      expect(await c.acked(Req.SET_VRING_ERR, u64Payload(0n), [fds.make(kind)])).toBe(0n);
-      expect(await c.acked(Req.SET_VRING_KICK, u64Payload(0n), [fds.make('eventfd')])).toBe(0n);
-      expect(await c.acked(Req.SET_VRING_ENABLE, statePayload(0, 1))).toBe(0n);
-      expect(await c.acked(Req.SET_VRING_ENABLE, statePayload(1, 1))).toBe(0n);
-      expect(await c.acked(Req.SET_VRING_KICK, u64Payload(1n), [fds.make(kind)])).toBe(0n);
+      expect(await c.acked(Req.SET_VRING_KICK, u64Payload(1n), [fds.make(kind)])).toBe(answer);
+      if (!taken) expect(await b.logged(/refused SET_VRING_CALL: .*not an eventfd or a pipe or a socket/)).toBe(true);
       if (kind === 'socket-eof') expect(await b.logged(/kick fd at end of file; the ring takes no more kicks/)).toBe(true);
       const t0 = b.holdings().cpuTicks;
       await sleep(500);

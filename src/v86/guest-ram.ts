@@ -5,14 +5,12 @@
 // v86 compiles guest code to wasm, pages the device writes must drop what
 // was compiled from them: dirty() tells v86 about what the used rings say
 // the device filled (split ring), or about all of RAM (packed ring).
+import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from '../virtio/constants.js';
 import type { VirtioDeviceCore } from '../virtio/device.js';
 import { GuestMemory } from '../virtio/guest-memory.js';
 import type { DeviceQueue } from '../virtio/queue.js';
 import type { V86Cpu } from './v86-api.js';
 
-const VIRTQ_DESC_F_NEXT = 1;
-const VIRTQ_DESC_F_WRITE = 2;
-const VIRTQ_DESC_F_INDIRECT = 4;
 
 export interface GuestRamStats {
   /** Times v86's memory buffer was replaced, and how many of those found queues active. */
