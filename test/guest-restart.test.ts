@@ -55,9 +55,9 @@ describeGuest('the back-end restarted under a running guest', () => {
 
   // [ring layout, QEMU device options, subnet, the back-end connects to QEMU (--client) rather than listening]
   const VARIANTS = [
-    ['split', '', 171, false],
-    ['packed', 'packed=on', 172, false],
-    ['packed', 'packed=on', 173, true],
+    ['split', '', 175, false],
+    ['packed', 'packed=on', 176, false],
+    ['packed', 'packed=on', 177, true],
   ] as const;
   for (const [layout, opts, subnet, client] of VARIANTS) {
     const how = client ? 'the back-end connects (--client) to QEMU listening' : 'QEMU reconnects';
